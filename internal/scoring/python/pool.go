@@ -1,0 +1,314 @@
+// Package python runs Azure ML entry scripts (init()/run()) in a pool of Python worker processes.
+package python
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mlship/mlship/internal/scoring/backend"
+)
+
+// DefaultPython is Debian's interpreter, which sees Debian's python3-* packages.
+const DefaultPython = "/usr/bin/python3"
+
+// Config says which script to run and how.
+type Config struct {
+	Python      string        // interpreter; DefaultPython if empty
+	EntryScript string        // path to score.py
+	SourceDir   string        // put first on sys.path and used as the working directory; the script's dir if empty
+	ModelDir    string        // exported as AZUREML_MODEL_DIR
+	Workers     int           // processes; 1 if < 1
+	InitTimeout time.Duration // bound on one worker's init(); 5 minutes if 0
+	Env         []string      // extra KEY=VALUE entries for the workers
+	ModelName   string
+	Version     string
+}
+
+// threadVars are pinned to 1 per worker unless set, because N workers each spawning a thread per
+// core oversubscribe the CPU and make latency worse, not better.
+var threadVars = []string{"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"}
+
+// Pool is a backend.Backend running the entry script in Workers processes.
+type Pool struct {
+	cfg    Config
+	logger *slog.Logger
+	env    []string
+	dir    string // shim directory
+	script string
+
+	idle     chan *worker
+	closed   chan struct{}
+	closeMu  sync.Mutex
+	isClosed bool
+	live     map[*worker]struct{}
+	spawns   sync.WaitGroup
+	restarts atomic.Uint64
+	meta     backend.Metadata
+}
+
+// New checks cfg and prepares a pool; Start launches the workers.
+func New(cfg Config, logger *slog.Logger) (*Pool, error) {
+	if cfg.Python == "" {
+		cfg.Python = DefaultPython
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	if cfg.InitTimeout <= 0 {
+		cfg.InitTimeout = 5 * time.Minute
+	}
+	script, err := filepath.Abs(cfg.EntryScript)
+	if err != nil {
+		return nil, fmt.Errorf("entry script: %w", err)
+	}
+	if st, err := os.Stat(script); err != nil {
+		return nil, fmt.Errorf("entry script: %w", err)
+	} else if st.IsDir() {
+		return nil, fmt.Errorf("entry script %s is a directory", script)
+	}
+	cfg.EntryScript = script
+	if cfg.SourceDir == "" {
+		cfg.SourceDir = filepath.Dir(script)
+	}
+	if cfg.SourceDir, err = filepath.Abs(cfg.SourceDir); err != nil {
+		return nil, fmt.Errorf("source dir: %w", err)
+	}
+	if cfg.ModelDir != "" {
+		if cfg.ModelDir, err = filepath.Abs(cfg.ModelDir); err != nil {
+			return nil, fmt.Errorf("model dir: %w", err)
+		}
+	}
+	if _, err := os.Stat(cfg.Python); err != nil {
+		return nil, fmt.Errorf("python interpreter: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{
+		cfg:    cfg,
+		logger: logger,
+		idle:   make(chan *worker, cfg.Workers),
+		closed: make(chan struct{}),
+		live:   map[*worker]struct{}{},
+	}
+	p.env = p.buildEnv()
+	p.meta = backend.Metadata{Name: cfg.ModelName, Version: cfg.Version, Platform: "python"}
+	return p, nil
+}
+
+func (p *Pool) buildEnv() []string {
+	env := os.Environ()
+	set := map[string]bool{}
+	for _, kv := range append(env, p.cfg.Env...) {
+		if k, _, ok := strings.Cut(kv, "="); ok {
+			set[k] = true
+		}
+	}
+	for _, k := range threadVars {
+		if !set[k] {
+			env = append(env, k+"=1")
+		}
+	}
+	env = append(env,
+		"AZUREML_MODEL_DIR="+p.cfg.ModelDir,
+		"AZUREML_ENTRY_SCRIPT="+filepath.Base(p.cfg.EntryScript),
+		"MLSHIP_ENTRY_SCRIPT="+p.cfg.EntryScript,
+		"MLSHIP_SOURCE_DIR="+p.cfg.SourceDir,
+		"PYTHONUNBUFFERED=1", // print() lines reach the log as they happen
+	)
+	return append(env, p.cfg.Env...)
+}
+
+// Start launches every worker and returns once all of their init() calls returned.
+// If any init() fails, every worker is stopped and the *backend.InitError is returned.
+func (p *Pool) Start(ctx context.Context) error {
+	dir, script, err := writeShim()
+	if err != nil {
+		return err
+	}
+	p.dir, p.script = dir, script
+	workers := make([]*worker, p.cfg.Workers)
+	errs := make([]error, p.cfg.Workers)
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			workers[i], errs[i] = p.startWorker(ictx, i+1)
+			if errs[i] != nil {
+				cancel() // one failed init fails the replica; do not wait for the others
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstInitError(errs); err != nil {
+		for _, w := range workers {
+			if w != nil {
+				w.kill()
+			}
+		}
+		return err
+	}
+	p.closeMu.Lock()
+	for _, w := range workers {
+		p.live[w] = struct{}{}
+		p.idle <- w
+	}
+	p.closeMu.Unlock()
+	info := workers[0].info
+	p.meta.RawHTTP = info.RawHTTP
+	p.meta.InputSchema = nonNull(info.Schema.Input)
+	p.meta.OutputSchema = nonNull(info.Schema.Output)
+	p.logger.Info("python workers ready", "workers", p.cfg.Workers, "entry_script", p.cfg.EntryScript)
+	return nil
+}
+
+// firstInitError prefers the root cause over the "interrupted" errors of workers cancelled because of it.
+func firstInitError(errs []error) error {
+	for _, err := range errs {
+		if errors.Is(err, backend.ErrInit) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func nonNull(b []byte) []byte {
+	if len(b) == 0 || string(b) == "null" {
+		return nil
+	}
+	return b
+}
+
+// Metadata implements backend.Backend.
+func (p *Pool) Metadata() backend.Metadata { return p.meta }
+
+// Restarts is how many workers were replaced after crashing or timing out.
+func (p *Pool) Restarts() uint64 { return p.restarts.Load() }
+
+// Score runs run() in an idle worker. The worker's deadline is ctx's; a client going away does not
+// interrupt run(), because killing a worker for that would cost a full init().
+func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result, error) {
+	var w *worker
+	select {
+	case w = <-p.idle:
+	default:
+		select {
+		case w = <-p.idle:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
+			}
+			return nil, ctx.Err()
+		case <-p.closed:
+			return nil, backend.ErrNotReady
+		}
+	}
+	deadline, _ := ctx.Deadline()
+	res, err, fatal := w.call(deadline, req, p.meta.RawHTTP)
+	if fatal {
+		if errors.Is(err, backend.ErrTimeout) {
+			p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
+		} else {
+			p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", err)
+		}
+		p.replace(w)
+		return nil, err
+	}
+	if me := (*backend.ModelError)(nil); errors.As(err, &me) {
+		p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
+	}
+	p.idle <- w
+	return res, err
+}
+
+// replace kills w and starts another worker in its place, retrying with backoff while init fails.
+func (p *Pool) replace(w *worker) {
+	w.kill()
+	p.closeMu.Lock()
+	delete(p.live, w)
+	if p.isClosed {
+		p.closeMu.Unlock()
+		return
+	}
+	p.spawns.Add(1)
+	p.closeMu.Unlock()
+	p.restarts.Add(1)
+	go func() {
+		defer p.spawns.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-p.closed:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		backoff := 500 * time.Millisecond
+		for {
+			nw, err := p.startWorker(ctx, w.id)
+			if err == nil {
+				p.closeMu.Lock()
+				if p.isClosed {
+					p.closeMu.Unlock()
+					nw.kill()
+					return
+				}
+				p.live[nw] = struct{}{}
+				p.closeMu.Unlock()
+				p.idle <- nw
+				p.logger.Info("replacement worker ready", "worker", w.id)
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			p.logger.Error("replacement worker failed to start", "worker", w.id, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.closed:
+				return
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+	}()
+}
+
+// Close stops every worker (EOF first, SIGKILL after a grace period) and waits for them.
+func (p *Pool) Close() error {
+	p.closeMu.Lock()
+	if p.isClosed {
+		p.closeMu.Unlock()
+		return nil
+	}
+	p.isClosed = true
+	close(p.closed)
+	live := make([]*worker, 0, len(p.live))
+	for w := range p.live {
+		live = append(live, w)
+	}
+	p.live = map[*worker]struct{}{}
+	p.closeMu.Unlock()
+	var wg sync.WaitGroup
+	for _, w := range live {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.stop(2 * time.Second) }()
+	}
+	wg.Wait()
+	p.spawns.Wait()
+	if p.dir != "" {
+		os.RemoveAll(p.dir)
+	}
+	return nil
+}

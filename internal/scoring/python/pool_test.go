@@ -1,0 +1,279 @@
+package python
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mlship/mlship/internal/scoring/backend"
+)
+
+func requirePython(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(DefaultPython); err != nil {
+		t.Skipf("needs %s (Debian python3): %v", DefaultPython, err)
+	}
+}
+
+// logBuffer collects worker output lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (l *logBuffer) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb.Write(b)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb.String()
+}
+
+func startPool(t *testing.T, script string, workers int, env ...string) (*Pool, *logBuffer) {
+	t.Helper()
+	requirePython(t)
+	logs := &logBuffer{}
+	p, err := New(Config{
+		EntryScript: filepath.Join("testdata", script),
+		ModelDir:    t.TempDir(),
+		Workers:     workers,
+		InitTimeout: 20 * time.Second,
+		Env:         env,
+	}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v\nlog:\n%s", err, logs)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, logs
+}
+
+func score(t *testing.T, p *Pool, body string, timeout time.Duration) (map[string]any, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := p.Score(ctx, &backend.Request{Body: []byte(body)})
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	if err := json.Unmarshal(res.Body, &out); err != nil {
+		t.Fatalf("result %q is not a JSON object: %v", res.Body, err)
+	}
+	return out, nil
+}
+
+func TestPoolAzureContract(t *testing.T) {
+	p, logs := startPool(t, "faults.py", 2, "OMP_NUM_THREADS=4")
+	out, err := score(t, p, `{"echo": "hi"}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := filepath.Abs("testdata")
+	if out["echo"] != "hi" || out["model"] != "ready" || out["path0"] != src {
+		t.Fatalf("run() result %v; want echo, model set by init(), source dir first on sys.path", out)
+	}
+	env, err := score(t, p, `{"env": ["AZUREML_MODEL_DIR", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env["AZUREML_MODEL_DIR"] != p.cfg.ModelDir || env["OMP_NUM_THREADS"] != "4" || env["OPENBLAS_NUM_THREADS"] != "1" {
+		t.Fatalf("worker env %v", env)
+	}
+	// print() output goes to the log, even bytes that look like a frame.
+	if _, err := score(t, p, `{"print": "hello from run"}`, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := score(t, p, `{"echo": 1}`, 5*time.Second); err != nil {
+		t.Fatalf("protocol corrupted by print(): %v", err)
+	}
+	if !strings.Contains(logs.String(), "hello from run") {
+		t.Fatalf("print() output missing from log:\n%s", logs)
+	}
+	// A str result is JSON-encoded, as Azure does.
+	ctx := context.Background()
+	res, err := p.Score(ctx, &backend.Request{Body: []byte(`{"str": "plain"}`)})
+	if err != nil || string(res.Body) != `"plain"` {
+		t.Fatalf("str result = %q, %v", res.Body, err)
+	}
+}
+
+func TestPoolRunRaises(t *testing.T) {
+	p, logs := startPool(t, "faults.py", 1)
+	_, err := score(t, p, `{"raise": "bad feature 7"}`, 5*time.Second)
+	var me *backend.ModelError
+	if !errors.As(err, &me) || !errors.Is(err, backend.ErrModel) || me.Message != "bad feature 7" || me.Type != "ValueError" {
+		t.Fatalf("err = %#v, want ModelError ValueError: bad feature 7", err)
+	}
+	if !strings.Contains(me.Traceback, "faults.py") || !strings.Contains(logs.String(), "Traceback") {
+		t.Fatalf("traceback missing: %q\nlog:\n%s", me.Traceback, logs)
+	}
+	_, err = score(t, p, `{"unserializable": true}`, 5*time.Second)
+	if !errors.Is(err, backend.ErrModel) || !strings.Contains(err.Error(), "not JSON serializable") {
+		t.Fatalf("unserializable result err = %v", err)
+	}
+	if _, err := score(t, p, `not json`, 5*time.Second); !errors.Is(err, backend.ErrModel) {
+		t.Fatalf("run() raising on bad JSON is the script's error (502), got %v", err)
+	}
+	if p.Restarts() != 0 {
+		t.Fatalf("a raising run() must not restart the worker")
+	}
+}
+
+func TestPoolTimeoutReplacesWorker(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 1)
+	first, err := score(t, p, `{}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = score(t, p, `{"sleep": 30}`, 300*time.Millisecond)
+	if !errors.Is(err, backend.ErrTimeout) || time.Since(start) > 3*time.Second {
+		t.Fatalf("err = %v after %s, want ErrTimeout promptly", err, time.Since(start))
+	}
+	next, err := score(t, p, `{}`, 20*time.Second)
+	if err != nil {
+		t.Fatalf("request after timeout: %v", err)
+	}
+	if next["pid"] == first["pid"] || p.Restarts() != 1 {
+		t.Fatalf("stuck worker not replaced: pid %v -> %v, restarts %d", first["pid"], next["pid"], p.Restarts())
+	}
+	if err := syscall.Kill(int(first["pid"].(float64)), 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("timed-out worker %v still exists: %v", first["pid"], err)
+	}
+}
+
+func TestPoolWorkerDeath(t *testing.T) {
+	for _, body := range []string{`{"kill": true}`, `{"exit": true}`} {
+		p, _ := startPool(t, "faults.py", 2)
+		_, err := score(t, p, body, 10*time.Second)
+		if !errors.Is(err, backend.ErrWorkerCrashed) {
+			t.Fatalf("%s: err = %v, want ErrWorkerCrashed", body, err)
+		}
+		for i := 0; i < 4; i++ {
+			if _, err := score(t, p, `{}`, 20*time.Second); err != nil {
+				t.Fatalf("%s: request %d after crash: %v", body, i, err)
+			}
+		}
+		if p.Restarts() != 1 {
+			t.Fatalf("restarts = %d", p.Restarts())
+		}
+		p.Close()
+	}
+}
+
+func TestPoolInitFailure(t *testing.T) {
+	requirePython(t)
+	logs := &logBuffer{}
+	p, err := New(Config{EntryScript: "testdata/faults.py", Workers: 2, Env: []string{"FAULTS_INIT_RAISE=weights.pkl missing"}}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	err = p.Start(context.Background())
+	var ie *backend.InitError
+	if !errors.As(err, &ie) || !errors.Is(err, backend.ErrInit) {
+		t.Fatalf("err = %v, want InitError", err)
+	}
+	if !strings.Contains(ie.Message, "RuntimeError: cannot load model: weights.pkl missing") || !strings.Contains(ie.Traceback, "faults.py") {
+		t.Fatalf("init error %q / traceback %q", ie.Message, ie.Traceback)
+	}
+
+	p2, _ := New(Config{EntryScript: "testdata/faults.py", InitTimeout: 500 * time.Millisecond, Env: []string{"FAULTS_INIT_SLEEP=30"}}, nil)
+	defer p2.Close()
+	start := time.Now()
+	if err := p2.Start(context.Background()); !errors.Is(err, backend.ErrInit) || time.Since(start) > 5*time.Second {
+		t.Fatalf("hanging init: err = %v after %s", err, time.Since(start))
+	}
+}
+
+func TestPoolInferenceSchema(t *testing.T) {
+	p, _ := startPool(t, "schema.py", 1)
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/pandas"); err != nil {
+		t.Skip("needs Debian python3-pandas and python3-numpy")
+	}
+	out, err := score(t, p, `{"data": [[1,2,3],[4,5,6]], "scale": 10, "frame": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(out); string(got) != `{"frame_rows":2,"sums":[60,150]}` {
+		t.Fatalf("schema'd run() = %s", got)
+	}
+	for body, want := range map[string]string{
+		`{"data": [[1,2]]}`:                 "expected shape (-1, 3), got (1, 2)",
+		`{"data": [[1,2,3]], "x": 1}`:       "unexpected keyword argument 'x'",
+		`{"scale": 2}`:                      "missing input 'data'",
+		`[1,2]`:                             "JSON object",
+		`{"data": [[1,2,3]], "scale": "a"}`: "expected a number",
+		`{bad`:                              "not valid JSON",
+	} {
+		_, err := score(t, p, body, 5*time.Second)
+		if !errors.Is(err, backend.ErrBadInput) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want ErrBadInput containing %q", body, err, want)
+		}
+	}
+	m := p.Metadata()
+	var in map[string]any
+	if err := json.Unmarshal(m.InputSchema, &in); err != nil {
+		t.Fatalf("input schema %s: %v", m.InputSchema, err)
+	}
+	data := in["properties"].(map[string]any)["data"].(map[string]any)
+	if data["type"] != "array" || data["format"] != "numpy.ndarray" || m.OutputSchema == nil {
+		t.Fatalf("swagger schema %s / %s", m.InputSchema, m.OutputSchema)
+	}
+}
+
+func TestPoolRawHTTP(t *testing.T) {
+	p, _ := startPool(t, "rawresp.py", 1)
+	if !p.Metadata().RawHTTP {
+		t.Fatal("@rawhttp not detected")
+	}
+	ctx := context.Background()
+	res, err := p.Score(ctx, &backend.Request{Method: "POST", Path: "/score", Body: []byte("abc")})
+	if err != nil || res.Status != 201 || string(res.Body) != "ABC" || !strings.HasPrefix(res.ContentType, "text/html") {
+		t.Fatalf("raw response %+v, %v", res, err)
+	}
+	res, err = p.Score(ctx, &backend.Request{Method: "POST", Path: "/score", Header: map[string][]string{"X-Fail": {"1"}}})
+	if err != nil || res.Status != 418 || res.Header.Get("X-Why") != "header" || res.ContentType != "application/json" || string(res.Body) != `{"error": "asked to fail"}` {
+		t.Fatalf("raw json response %+v, %v", res, err)
+	}
+	res, err = p.Score(ctx, &backend.Request{Method: "GET", Path: "/score", Query: "q=x"})
+	if err != nil || string(res.Body) != "got x" {
+		t.Fatalf("GET: %+v %v", res, err)
+	}
+}
+
+func TestPoolCloseLeavesNoProcess(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 3)
+	var pids []int
+	for i := 0; i < 3; i++ {
+		out, err := score(t, p, `{}`, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, int(out["pid"].(float64)))
+	}
+	p.Close()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("worker %d alive after Close: %v", pid, err)
+		}
+	}
+	if _, err := os.Stat(p.dir); !os.IsNotExist(err) {
+		t.Errorf("shim dir %s left behind", p.dir)
+	}
+}

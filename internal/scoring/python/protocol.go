@@ -1,0 +1,54 @@
+package python
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// Frame kinds; they must match mlship_worker.py.
+const (
+	kindRun      byte = 'R'
+	kindHTTP     byte = 'H'
+	kindReady    byte = 'I'
+	kindInitErr  byte = 'E'
+	kindJSON     byte = 'J'
+	kindRaw      byte = 'A'
+	kindRaised   byte = 'X'
+	kindBadInput byte = 'B'
+)
+
+// maxFrame bounds what a worker may send back, so a broken worker cannot make the replica allocate without limit.
+const maxFrame = 1 << 30
+
+// appendFrame appends a frame header (4-byte big-endian length, kind) and payload to dst.
+func appendFrame(dst []byte, kind byte, payload ...[]byte) []byte {
+	n := 0
+	for _, p := range payload {
+		n += len(p)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, kind)
+	for _, p := range payload {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// readFrame reads one frame; the payload is freshly allocated because results outlive the call.
+func readFrame(r *bufio.Reader) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n > maxFrame {
+		return 0, nil, fmt.Errorf("worker sent a %d-byte frame, over the %d limit", n, maxFrame)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, err
+	}
+	return hdr[4], payload, nil
+}
