@@ -154,7 +154,7 @@ func Scan(r io.Reader) ([]File, error) {
 			break
 		}
 		if err != nil {
-			return nil, errdefs.Invalid("model archive is not a valid tar stream: %v", err)
+			return nil, errdefs.Invalid("model archive is not a valid tar stream: %w", err)
 		}
 		name, err := CheckName(hdr.Name)
 		if err != nil {
@@ -168,7 +168,7 @@ func Scan(r io.Reader) ([]File, error) {
 			return nil, errdefs.Invalid("archive entry %q is not a regular file or folder", hdr.Name)
 		}
 		if _, err := io.Copy(io.Discard, tr); err != nil {
-			return nil, errdefs.Invalid("model archive is truncated: %v", err)
+			return nil, errdefs.Invalid("model archive is truncated: %w", err)
 		}
 	}
 	// Drain the padding after the end marker so the caller's digest covers every byte.

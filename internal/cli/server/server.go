@@ -1,0 +1,99 @@
+// Package server is the 'mlship server' command: it runs the control plane.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mlship/mlship/internal/cli/cmdutil"
+	cp "github.com/mlship/mlship/internal/server"
+)
+
+// Options are the command's flags.
+type Options struct {
+	IO             *cmdutil.IOStreams
+	DataDir        string
+	Addr           string
+	MaxUploadBytes int64
+	LogFormat      string
+	// Ready, if set, is called with the bound address once the server listens (tests).
+	Ready func(addr net.Addr)
+}
+
+// NewCmdServer builds 'mlship server'; runF replaces the run function in tests.
+func NewCmdServer(f *cmdutil.Factory) *cobra.Command {
+	opts := &Options{IO: f.IO}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the mlship control plane (REST API, registry) on this machine",
+		Long: `Run the mlship control plane on its embedded defaults: SQLite and a local artifact store under --data-dir.
+On first start it creates an admin token, prints it once, and writes it with the server URL to the CLI config,
+so later 'mlship' commands on this machine just work.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serverRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.DataDir, "data-dir", defaultDataDir(), "folder for the database and model artifacts (env MLSHIP_DATA_DIR)")
+	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:7878", "control-plane listen address")
+	cmd.Flags().Int64Var(&opts.MaxUploadBytes, "max-upload-bytes", cp.DefaultMaxUploadBytes, "largest model upload accepted, in bytes")
+	cmd.Flags().StringVar(&opts.LogFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("MLSHIP_DATA_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "mlship")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "mlship")
+	}
+	return "mlship-data"
+}
+
+func serverRun(ctx context.Context, opts *Options) error {
+	var h slog.Handler
+	switch opts.LogFormat {
+	case "text":
+		h = slog.NewTextHandler(opts.IO.ErrOut, nil)
+	case "json":
+		h = slog.NewJSONHandler(opts.IO.ErrOut, nil)
+	default:
+		return cmdutil.FlagErrorf("invalid --log-format %q: use text or json", opts.LogFormat)
+	}
+	if opts.MaxUploadBytes <= 0 {
+		return cmdutil.FlagErrorf("--max-upload-bytes must be positive")
+	}
+	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, MaxUploadBytes: opts.MaxUploadBytes, Logger: slog.New(h)})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Run(ctx, func(addr net.Addr) {
+		if s.AdminToken != "" {
+			announceToken(opts.IO, "http://"+addr.String(), s.AdminToken)
+		}
+		if opts.Ready != nil {
+			opts.Ready(addr)
+		}
+	})
+}
+
+// announceToken shows the first admin token once and saves it for the CLI on this machine.
+func announceToken(io *cmdutil.IOStreams, url, token string) {
+	fmt.Fprintf(io.ErrOut, "\nCreated the admin token (shown once, keep it secret):\n\n    %s\n\n", token)
+	if p, err := cmdutil.SaveConfig(cmdutil.Config{Server: url, Token: token}); err != nil {
+		fmt.Fprintf(io.ErrOut, "Could not save it to the CLI config: %v\nRun: mlship login --server %s --token <token>\n\n", err, url)
+	} else {
+		fmt.Fprintf(io.ErrOut, "Saved with the server URL to %s; 'mlship' commands on this machine use it.\n\n", p)
+	}
+}

@@ -1,0 +1,238 @@
+// Package server is mlship's control plane: the REST API over the store and the model registry.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mlship/mlship/internal/auth"
+	"github.com/mlship/mlship/internal/errdefs"
+	"github.com/mlship/mlship/internal/registry"
+	"github.com/mlship/mlship/internal/registry/blob"
+	"github.com/mlship/mlship/internal/store"
+	"github.com/mlship/mlship/internal/store/sqlite"
+)
+
+// DefaultMaxUploadBytes is the default limit on a model upload (2 GiB).
+const DefaultMaxUploadBytes int64 = 2 << 30
+
+// Options configure a control plane.
+type Options struct {
+	DataDir        string // database and artifacts live here
+	Addr           string // listen address, 127.0.0.1:7878 by default
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Server is a running control plane's state.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	store    store.Store
+	registry *registry.Registry
+	// AdminToken is set only when this start created the first admin token; it is shown once.
+	AdminToken string
+}
+
+// New opens the data dir, applies migrations and makes sure the default workspace and an admin token exist.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:7878"
+	}
+	if opts.MaxUploadBytes <= 0 {
+		opts.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DataDir == "" {
+		return nil, errdefs.Invalid("no data dir: pass --data-dir")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(opts.DataDir, "mlship.db"))
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := blob.NewFS(filepath.Join(opts.DataDir, "blobs"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Logger, store: st, registry: registry.New(st, blobs, opts.Now)}
+	if err := s.bootstrap(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) bootstrap(ctx context.Context) error {
+	err := s.store.CreateWorkspace(ctx, store.Workspace{Name: "default", Description: "Default workspace", CreatedTime: s.opts.Now().UTC()})
+	if err != nil && !errors.Is(err, errdefs.ErrConflict) {
+		return fmt.Errorf("create default workspace: %w", err)
+	}
+	n, err := s.store.CountTokens(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	tok, err := auth.NewControlToken()
+	if err != nil {
+		return err
+	}
+	if err := s.store.CreateToken(ctx, store.Token{ID: tok.ID, Name: "admin", Hash: tok.Hash, CreatedTime: s.opts.Now().UTC()}); err != nil {
+		return fmt.Errorf("create admin token: %w", err)
+	}
+	s.AdminToken = tok.String()
+	return nil
+}
+
+// Close releases the database.
+func (s *Server) Close() error { return s.store.Close() }
+
+// Handler is the whole REST API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	api := http.NewServeMux()
+	api.Handle("GET /api/v1/workspaces", s.wrap(s.listWorkspaces))
+	api.Handle("POST /api/v1/workspaces", s.wrap(s.createWorkspace))
+	api.Handle("GET /api/v1/workspaces/{ws}", s.wrap(s.getWorkspace))
+	api.Handle("GET /api/v1/workspaces/{ws}/models", s.wrap(s.listModels))
+	api.Handle("POST /api/v1/workspaces/{ws}/models", s.limitBody(s.wrap(s.registerModel)))
+	api.Handle("GET /api/v1/workspaces/{ws}/models/{name}/versions", s.wrap(s.listModelVersions))
+	api.Handle("GET /api/v1/workspaces/{ws}/models/{name}/versions/{version}", s.wrap(s.getModel))
+	api.Handle("DELETE /api/v1/workspaces/{ws}/models/{name}/versions/{version}", s.wrap(s.deleteModel))
+	api.HandleFunc("GET /api/v1/workspaces/{ws}/models/{name}/versions/{version}/content", s.downloadModel)
+	api.Handle("/", s.wrap(func(r *http.Request) (any, error) {
+		return nil, errdefs.NotFound("no API route %s %s", r.Method, r.URL.Path)
+	}))
+	mux.Handle("/api/", s.authenticate(api))
+	mux.Handle("/", s.wrap(func(r *http.Request) (any, error) {
+		return nil, errdefs.NotFound("no route %s %s: the API lives under /api/v1", r.Method, r.URL.Path)
+	}))
+	return s.logRequests(mux)
+}
+
+// Run serves until ctx ends, then shuts down gracefully. ready, if not nil, gets the bound address.
+func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another mlship server running? pass --addr)", s.opts.Addr, err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	s.log.Info("control plane listening", "addr", ln.Addr().String(), "dataDir", s.opts.DataDir)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	return nil
+}
+
+// limitBody caps the request body at the upload limit; the connection closes after a 413.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxUploadBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate requires a valid control-plane token on every API call.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.checkToken(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mlship"`)
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) checkToken(r *http.Request) error {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return errdefs.Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+	}
+	raw, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return errdefs.Unauthorized("the Authorization header must be 'Bearer <token>'")
+	}
+	id, secret, err := auth.ParseControlToken(strings.TrimSpace(raw))
+	if err != nil {
+		return errdefs.Unauthorized("invalid token")
+	}
+	tok, err := s.store.GetToken(r.Context(), id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return errdefs.Unauthorized("invalid token")
+	}
+	if err != nil {
+		return err
+	}
+	if !auth.SecretMatches(secret, tok.Hash) {
+		return errdefs.Unauthorized("invalid token")
+	}
+	return nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logRequests logs method, path, status and duration; never headers, so tokens stay out of logs.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start).Round(time.Microsecond))
+	})
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
