@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -83,7 +84,7 @@ func printError(io *cmdutil.IOStreams, err error) int {
 	var flagErr *cmdutil.FlagError
 	var netErr *net.OpError
 	switch {
-	case errors.As(err, &flagErr):
+	case errors.As(err, &flagErr), isCobraUsage(err):
 		code = ExitUsage
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(io.ErrOut, "Error: interrupted")
@@ -103,4 +104,17 @@ func printError(io *cmdutil.IOStreams, err error) int {
 		fmt.Fprintf(io.ErrOut, "Hint: %s\n", hint)
 	}
 	return code
+}
+
+// cobra reports these usage mistakes as untyped errors; they are usage errors all the same.
+var cobraUsage = []string{"unknown command", "required flag", "accepts ", "unknown flag", "unknown shorthand",
+	"invalid argument", "flag needs an argument", "if any flags in the group", "none of the others can be"}
+
+func isCobraUsage(err error) bool {
+	for _, p := range cobraUsage {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
