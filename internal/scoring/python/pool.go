@@ -199,6 +199,18 @@ func (p *Pool) Restarts() uint64 { return p.restarts.Load() }
 // Score runs run() in an idle worker. The worker's deadline is ctx's; a client going away does not
 // interrupt run(), because killing a worker for that would cost a full init().
 func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result, error) {
+	select {
+	case <-p.closed:
+		return nil, backend.ErrNotReady
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		// Already too late: answering now must not cost a worker.
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("before running: %w", backend.ErrTimeout)
+		}
+		return nil, err
+	}
 	var w *worker
 	select {
 	case w = <-p.idle:

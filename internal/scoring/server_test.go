@@ -1,0 +1,535 @@
+package scoring
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mlship/mlship/internal/scoring/backend"
+	"github.com/mlship/mlship/internal/scoring/onnx"
+)
+
+var (
+	faultsScript = filepath.Join("python", "testdata", "faults.py")
+	stdlibDir    = filepath.Join("..", "..", "examples", "stdlib")
+	onnxDir      = filepath.Join("..", "..", "examples", "onnx", "model")
+)
+
+func requirePython(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skipf("needs Debian's /usr/bin/python3: %v", err)
+	}
+}
+
+func requireONNX(t *testing.T) {
+	t.Helper()
+	lib := onnx.LibraryPath("")
+	if _, err := os.Stat(lib); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but ONNX Runtime is missing at %s: run scripts/setup-onnxruntime.sh and set ONNXRUNTIME_LIB", lib)
+		}
+		t.Skipf("needs ONNX Runtime at %s (scripts/setup-onnxruntime.sh): %v", lib, err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type replica struct {
+	*Server
+	url  string
+	logs *syncBuffer
+	stop func() error // cancels Start and returns its error
+}
+
+// startReplica runs a real replica on loopback and waits until it is ready.
+func startReplica(t *testing.T, cfg Config) *replica {
+	t.Helper()
+	logs := &syncBuffer{}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("replica failed to start: %v\nlog:\n%s", err, logs)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("replica not ready after 60s\nlog:\n%s", logs)
+	}
+	var once sync.Once
+	var stopErr error
+	r := &replica{Server: s, url: "http://" + s.Addr(), logs: logs}
+	r.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(30 * time.Second):
+				stopErr = errors.New("Start did not return 30s after its context ended")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return r
+}
+
+type answer struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+func do(t *testing.T, method, url, body string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return answer{res.StatusCode, res.Header, string(b)}
+}
+
+func faultsReplica(t *testing.T, cfg Config) *replica {
+	requirePython(t)
+	cfg.EntryScript = faultsScript
+	if cfg.ModelDir == "" {
+		cfg.ModelDir = t.TempDir()
+	}
+	return startReplica(t, cfg)
+}
+
+func TestStdlibExampleOverHTTP(t *testing.T) {
+	requirePython(t)
+	r := startReplica(t, Config{ModelDir: filepath.Join(stdlibDir, "model"), EntryScript: "score.py", SourceDir: stdlibDir})
+	a := do(t, "POST", r.url+"/score", `{"data": [[1, 2, 3], [0, 0, 0]]}`)
+	if a.code != 200 || a.body != `{"predictions": [4.75, 0.25]}` || a.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("/score = %d %q %v", a.code, a.body, a.header)
+	}
+	if a := do(t, "GET", r.url+"/", ""); a.code != 200 || a.body != "Healthy" {
+		t.Fatalf("GET / = %d %q", a.code, a.body)
+	}
+	if a := do(t, "GET", r.url+"/score", ""); a.code != 405 {
+		t.Fatalf("GET /score = %d, want 405 for a non-@rawhttp script", a.code)
+	}
+	for path, want := range map[string]string{
+		"/v2/health/live":        `{"live":true}`,
+		"/v2/health/ready":       `{"ready":true}`,
+		"/v2/models/model/ready": `{"name":"model","ready":true}`,
+		"/v2/models/model":       `{"inputs":[],"name":"model","outputs":[],"platform":"python","versions":["1"]}`,
+	} {
+		if a := do(t, "GET", r.url+path, ""); a.code != 200 || a.body != want {
+			t.Errorf("GET %s = %d %s, want %s", path, a.code, a.body, want)
+		}
+	}
+	if a := do(t, "GET", r.url+"/v2/models/other", ""); a.code != 404 {
+		t.Errorf("unknown model: %d", a.code)
+	}
+	// OIP v2 through the entry script: the tensor becomes {"data": nested list}.
+	a = do(t, "POST", r.url+"/v2/models/model/infer", `{"id": "r1", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 0, 0, 0]}]}`)
+	if a.code != 200 || a.body != `{"model_name":"model","model_version":"1","id":"r1","outputs":[{"name":"predictions","shape":[2],"datatype":"FP64","data":[4.75,0.25]}]}` {
+		t.Fatalf("infer = %d %s", a.code, a.body)
+	}
+	var sw map[string]any
+	a = do(t, "GET", r.url+"/swagger.json", "")
+	if err := json.Unmarshal([]byte(a.body), &sw); err != nil || sw["swagger"] != "2.0" {
+		t.Fatalf("swagger %d %s: %v", a.code, a.body, err)
+	}
+	if _, ok := sw["paths"].(map[string]any)["/score"]; !ok {
+		t.Fatalf("swagger lacks /score: %s", a.body)
+	}
+}
+
+func TestRunRaisesIs502WithMessage(t *testing.T) {
+	r := faultsReplica(t, Config{})
+	a := do(t, "POST", r.url+"/score", `{"raise": "feature 7 is negative"}`)
+	var e errorBody
+	json.Unmarshal([]byte(a.body), &e)
+	if a.code != 502 || e.Message != "ValueError: feature 7 is negative" || e.StatusCode != 502 {
+		t.Fatalf("= %d %s", a.code, a.body)
+	}
+	if !strings.Contains(r.logs.String(), "Traceback") || !strings.Contains(r.logs.String(), "feature 7 is negative") {
+		t.Fatalf("traceback not logged:\n%s", r.logs)
+	}
+	if a := do(t, "POST", r.url+"/score", `{}`); a.code != 200 {
+		t.Fatalf("next request = %d %s", a.code, a.body)
+	}
+}
+
+func TestScoringTimeoutIs504AndWorkerReplaced(t *testing.T) {
+	r := faultsReplica(t, Config{ScoringTimeout: time.Second})
+	start := time.Now()
+	a := do(t, "POST", r.url+"/score", `{"sleep": 30}`)
+	if a.code != 504 || time.Since(start) > 5*time.Second {
+		t.Fatalf("= %d %s after %s, want 504 promptly", a.code, a.body, time.Since(start))
+	}
+	// The next request waits for the replacement worker (its init() is quick) and succeeds.
+	if a := do(t, "POST", r.url+"/score", `{}`); a.code != 200 {
+		t.Fatalf("next request = %d %s", a.code, a.body)
+	}
+	if m := do(t, "GET", r.url+"/metrics", "").body; !strings.Contains(m, "mlship_scoring_worker_restarts_total 1") || !strings.Contains(m, `mlship_scoring_requests_total{code="504"}`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+func TestWorkerKilledMidRequest(t *testing.T) {
+	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 2})
+	var first struct{ PID int }
+	json.Unmarshal([]byte(do(t, "POST", r.url+"/score", `{}`).body), &first)
+	// Fill both workers with slow requests, then SIGKILL the one we know.
+	results := make(chan answer, 2)
+	for i := 0; i < 2; i++ {
+		go func() { results <- do(t, "POST", r.url+"/score", `{"sleep": 2}`) }()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[int]int{}
+	for i := 0; i < 2; i++ {
+		a := <-results
+		codes[a.code]++
+		if a.code == 502 && !strings.Contains(a.body, "worker died") {
+			t.Errorf("502 body %s", a.body)
+		}
+	}
+	if codes[502] != 1 || codes[200] != 1 {
+		t.Fatalf("codes %v, want one 502 (killed) and one 200", codes)
+	}
+	for i := 0; i < 6; i++ {
+		if a := do(t, "POST", r.url+"/score", `{}`); a.code != 200 {
+			t.Fatalf("request %d after the kill = %d %s", i, a.code, a.body)
+		}
+	}
+}
+
+func TestQueueOverflowIs503(t *testing.T) {
+	r := faultsReplica(t, Config{MaxConcurrentRequests: 1, MaxQueueWait: 100 * time.Millisecond})
+	slow := make(chan answer)
+	go func() { slow <- do(t, "POST", r.url+"/score", `{"sleep": 1}`) }()
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	a := do(t, "POST", r.url+"/score", `{}`)
+	if a.code != 503 || a.header.Get("Retry-After") == "" || time.Since(start) > time.Second {
+		t.Fatalf("= %d %s (Retry-After %q) after %s", a.code, a.body, a.header.Get("Retry-After"), time.Since(start))
+	}
+	if a := <-slow; a.code != 200 {
+		t.Fatalf("the admitted request = %d %s", a.code, a.body)
+	}
+}
+
+func TestBodyOverLimitIs413(t *testing.T) {
+	r := faultsReplica(t, Config{MaxBodyBytes: 1000})
+	if a := do(t, "POST", r.url+"/score", `{"echo": "`+strings.Repeat("x", 2000)+`"}`); a.code != 413 {
+		t.Fatalf("= %d %s", a.code, a.body)
+	}
+	// Without Content-Length (chunked) the limit holds too.
+	req, _ := http.NewRequest("POST", r.url+"/score", io.MultiReader(strings.NewReader(strings.Repeat(" ", 1500)), strings.NewReader("{}")))
+	req.ContentLength = -1
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 413 {
+		t.Fatalf("chunked = %d", res.StatusCode)
+	}
+}
+
+func TestInitRaisesNeverReady(t *testing.T) {
+	requirePython(t)
+	logs := &syncBuffer{}
+	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, Workers: 2, PythonEnv: []string{"FAULTS_INIT_RAISE=model.pkl is corrupt"}}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.Start(context.Background())
+	if !errors.Is(err, backend.ErrInit) || !strings.Contains(err.Error(), "RuntimeError: cannot load model: model.pkl is corrupt") {
+		t.Fatalf("Start = %v, want an init error with the exception", err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("took %s", time.Since(start))
+	}
+	select {
+	case <-s.Ready():
+		t.Fatal("replica became ready")
+	default:
+	}
+	if !strings.Contains(logs.String(), "model initialization failed") || !strings.Contains(logs.String(), "Traceback") {
+		t.Fatalf("log:\n%s", logs)
+	}
+}
+
+func TestNotReadyDuringInit(t *testing.T) {
+	requirePython(t)
+	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, PythonEnv: []string{"FAULTS_INIT_SLEEP=2"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	<-s.Listening()
+	url := "http://" + s.Addr()
+	if a := do(t, "GET", url+"/", ""); a.code != 200 {
+		t.Errorf("liveness during init = %d", a.code)
+	}
+	if a := do(t, "GET", url+"/v2/health/ready", ""); a.code != 503 {
+		t.Errorf("readiness during init = %d", a.code)
+	}
+	if a := do(t, "POST", url+"/score", "{}"); a.code != 503 || a.header.Get("Retry-After") == "" {
+		t.Errorf("score during init = %d", a.code)
+	}
+	<-s.Ready()
+	if a := do(t, "POST", url+"/score", "{}"); a.code != 200 {
+		t.Errorf("score when ready = %d", a.code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSchemaOverHTTP(t *testing.T) {
+	requirePython(t)
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/pandas"); err != nil {
+		t.Skip("needs Debian python3-numpy and python3-pandas")
+	}
+	r := startReplica(t, Config{ModelDir: t.TempDir(), EntryScript: "schema.py", SourceDir: filepath.Join("python", "testdata")})
+	if a := do(t, "POST", r.url+"/score", `{"data": [[1, 2, 3]]}`); a.code != 200 || a.body != `{"sums": [6.0], "frame_rows": 0}` {
+		t.Fatalf("= %d %s", a.code, a.body)
+	}
+	for _, body := range []string{`{"data": [[1, 2]]}`, `{not json`} {
+		if a := do(t, "POST", r.url+"/score", body); a.code != 400 {
+			t.Fatalf("%s = %d %s", body, a.code, a.body)
+		}
+	}
+	var sw struct {
+		Definitions map[string]struct {
+			Properties map[string]struct {
+				Type    string `json:"type"`
+				Format  string `json:"format"`
+				Example any    `json:"example"`
+			} `json:"properties"`
+		} `json:"definitions"`
+	}
+	a := do(t, "GET", r.url+"/swagger.json", "")
+	if err := json.Unmarshal([]byte(a.body), &sw); err != nil {
+		t.Fatal(err)
+	}
+	data := sw.Definitions["ServiceInput"].Properties["data"]
+	if data.Type != "array" || data.Format != "numpy.ndarray" || fmt.Sprint(data.Example) != "[[1 2 3]]" {
+		t.Fatalf("ServiceInput.data = %+v\n%s", data, a.body)
+	}
+	if _, ok := sw.Definitions["ServiceOutput"].Properties["sums"]; !ok {
+		t.Fatalf("ServiceOutput from @output_schema missing:\n%s", a.body)
+	}
+}
+
+func TestRawHTTPOverHTTP(t *testing.T) {
+	requirePython(t)
+	r := startReplica(t, Config{ModelDir: t.TempDir(), EntryScript: "rawresp.py", SourceDir: filepath.Join("python", "testdata")})
+	if a := do(t, "POST", r.url+"/score", "abc"); a.code != 201 || a.body != "ABC" {
+		t.Fatalf("POST = %d %s", a.code, a.body)
+	}
+	if a := do(t, "GET", r.url+"/score?q=hi", ""); a.code != 200 || a.body != "got hi" {
+		t.Fatalf("GET = %d %s", a.code, a.body)
+	}
+}
+
+func TestONNXOverHTTP(t *testing.T) {
+	requireONNX(t)
+	r := startReplica(t, Config{ModelDir: onnxDir, MaxConcurrentRequests: 4})
+	a := do(t, "POST", r.url+"/score", `{"data": [[5.1, 3.5, 1.4, 0.2]]}`)
+	if a.code != 200 || !strings.HasPrefix(a.body, `{"probabilities":[[`) {
+		t.Fatalf("/score = %d %s", a.code, a.body)
+	}
+	a = do(t, "POST", r.url+"/score", `{"data": [[5.1, 3.5, 1.4]]}`)
+	if a.code != 400 || !strings.Contains(a.body, "expected shape [-1, 4], got [1, 3]") {
+		t.Fatalf("wrong shape = %d %s", a.code, a.body)
+	}
+	if a := do(t, "POST", r.url+"/score", `{"data": [[5.1, 3.5`); a.code != 400 {
+		t.Fatalf("malformed JSON = %d %s", a.code, a.body)
+	}
+	a = do(t, "GET", r.url+"/v2/models/model", "")
+	if a.code != 200 || a.body != `{"inputs":[{"name":"input","datatype":"FP32","shape":[-1,4]}],"name":"model","outputs":[{"name":"probabilities","datatype":"FP32","shape":[-1,3]}],"platform":"onnxruntime_onnx","versions":["1"]}` {
+		t.Fatalf("metadata = %d %s", a.code, a.body)
+	}
+	a = do(t, "POST", r.url+"/v2/models/model/infer", `{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}`)
+	if a.code != 200 || !strings.Contains(a.body, `"name":"probabilities","shape":[1,3],"datatype":"FP32"`) {
+		t.Fatalf("infer = %d %s", a.code, a.body)
+	}
+	a = do(t, "POST", r.url+"/v2/models/model/infer", `{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [5.1, 3.5, 1.4]}]}`)
+	if a.code != 400 || !strings.Contains(a.body, "expected shape [-1, 4], got [1, 3]") {
+		t.Fatalf("infer wrong shape = %d %s", a.code, a.body)
+	}
+	a = do(t, "GET", r.url+"/swagger.json", "")
+	if !strings.Contains(a.body, `"ServiceInput"`) || !strings.Contains(a.body, "shape [-1, 4]") {
+		t.Fatalf("swagger %s", a.body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	r := faultsReplica(t, Config{})
+	for i := 0; i < 3; i++ {
+		do(t, "POST", r.url+"/score", `{}`)
+	}
+	do(t, "POST", r.url+"/score", `{"raise": "x"}`)
+	m := do(t, "GET", r.url+"/metrics", "").body
+	for _, want := range []string{
+		`mlship_scoring_requests_total{code="200"} 3`,
+		`mlship_scoring_requests_total{code="502"} 1`,
+		`mlship_scoring_request_duration_seconds_count 4`,
+		`mlship_scoring_request_duration_seconds_bucket{le="+Inf"} 4`,
+		"mlship_scoring_requests_in_flight 0",
+		"mlship_scoring_queue_depth 0",
+		"mlship_scoring_worker_restarts_total 0",
+		"mlship_scoring_ready 1",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want error
+	}{
+		{Config{}, ErrInvalidConfig},
+		{Config{ModelDir: t.TempDir(), ScoringTimeout: 301 * time.Second}, ErrInvalidConfig},
+		{Config{ModelDir: t.TempDir(), MaxConcurrentRequests: -1}, ErrInvalidConfig},
+		{Config{ModelDir: t.TempDir()}, ErrNoModel},
+	} {
+		if _, err := New(tc.cfg, nil); !errors.Is(err, tc.want) {
+			t.Errorf("New(%+v) = %v, want %v", tc.cfg, err, tc.want)
+		}
+	}
+	two := t.TempDir()
+	os.WriteFile(filepath.Join(two, "a.onnx"), nil, 0o644)
+	os.WriteFile(filepath.Join(two, "b.onnx"), nil, 0o644)
+	if _, err := New(Config{ModelDir: two}, nil); !errors.Is(err, ErrNoModel) {
+		t.Errorf("two .onnx files: %v", err)
+	}
+}
+
+// TestSoak: 100 clients for 10 s against a replica with faults mixed in; every request is answered,
+// and shutdown leaves no goroutine or process behind.
+func TestSoak(t *testing.T) {
+	requirePython(t)
+	if testing.Short() {
+		t.Skip("10-second soak; runs without -short")
+	}
+	baseline := runtime.NumGoroutine()
+	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 2, MaxQueueWait: 200 * time.Millisecond, ScoringTimeout: 2 * time.Second})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 30 * time.Second}
+	var (
+		mu     sync.Mutex
+		codes  = map[int]int{}
+		lost   []error
+		pids   = map[int]bool{}
+		sent   int
+		wg     sync.WaitGroup
+		stopAt = time.Now().Add(10 * time.Second)
+		bodies = []string{`{}`, `{}`, `{}`, `{"raise": "boom"}`, `{"print": "p"}`}
+	)
+	for c := 0; c < 100; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := c; time.Now().Before(stopAt); i++ {
+				res, err := client.Post(r.url+"/score", "application/json", strings.NewReader(bodies[i%len(bodies)]))
+				mu.Lock()
+				sent++
+				mu.Unlock()
+				if err != nil {
+					mu.Lock()
+					lost = append(lost, err)
+					mu.Unlock()
+					continue
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				var out struct{ PID int }
+				json.Unmarshal(b, &out)
+				mu.Lock()
+				codes[res.StatusCode]++
+				if out.PID != 0 {
+					pids[out.PID] = true
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, n := range codes {
+		total += n
+	}
+	t.Logf("%d requests: %v", sent, codes)
+	if len(lost) > 0 || total != sent {
+		t.Fatalf("%d of %d requests got no response (first: %v)", sent-total, sent, lost)
+	}
+	for code := range codes {
+		if code != 200 && code != 502 && code != 503 {
+			t.Errorf("unexpected status %d (%d times)", code, codes[code])
+		}
+	}
+	if codes[200] == 0 || codes[502] == 0 {
+		t.Fatalf("codes %v: want successes and the raised requests' 502s", codes)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	client.CloseIdleConnections()
+	for pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("worker %d alive after shutdown", pid)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d after shutdown, %d before\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
