@@ -63,33 +63,38 @@ func (c *Client) DeleteModel(ctx context.Context, ws, name string, version int) 
 // RegisterModel streams plan to the server as a new version of spec.Name. Bytes sent are also
 // written to progress, if not nil. Nothing is buffered whole; the digest travels after the content.
 func (c *Client) RegisterModel(ctx context.Context, ws string, spec ModelSpec, plan *archive.Plan, progress io.Writer) (Model, error) {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		pw.CloseWithError(writeRegistration(mw, spec, plan, progress))
-	}()
-	req, err := c.newRequest(ctx, http.MethodPost, wsPath(ws, "models"), nil, pr)
-	if err != nil {
-		pr.Close()
-		return Model{}, err
-	}
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, err := c.do(req)
-	pr.Close() // unblocks the writer if the server answered early
-	if err != nil {
-		return Model{}, fmt.Errorf("register model %s: %w", spec.Name, err)
-	}
-	defer resp.Body.Close()
 	var out Model
-	if err := decodeJSON(resp.Body, &out); err != nil {
+	if err := c.upload(ctx, http.MethodPost, wsPath(ws, "models"), PartModel, spec, plan, progress, &out); err != nil {
 		return Model{}, fmt.Errorf("register model %s: %w", spec.Name, err)
 	}
 	return out, nil
 }
 
-func writeRegistration(mw *multipart.Writer, spec ModelSpec, plan *archive.Plan, progress io.Writer) error {
+// upload sends a multipart body: specPart (JSON), then, if plan is not nil, the content tar and its sha256.
+func (c *Client) upload(ctx context.Context, method, path, specPart string, spec any, plan *archive.Plan, progress io.Writer, out any) error {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		pw.CloseWithError(writeUpload(mw, specPart, spec, plan, progress))
+	}()
+	req, err := c.newRequest(ctx, method, path, nil, pr)
+	if err != nil {
+		pr.Close()
+		return err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := c.do(req)
+	pr.Close() // unblocks the writer if the server answered early
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeJSON(resp.Body, out)
+}
+
+func writeUpload(mw *multipart.Writer, specPart string, spec any, plan *archive.Plan, progress io.Writer) error {
 	part, err := mw.CreatePart(textproto.MIMEHeader{
-		"Content-Disposition": {`form-data; name="` + PartModel + `"`},
+		"Content-Disposition": {`form-data; name="` + specPart + `"`},
 		"Content-Type":        {"application/json"},
 	})
 	if err != nil {
@@ -98,8 +103,11 @@ func writeRegistration(mw *multipart.Writer, spec ModelSpec, plan *archive.Plan,
 	if err := encodeJSON(part, spec); err != nil {
 		return err
 	}
+	if plan == nil {
+		return mw.Close()
+	}
 	part, err = mw.CreatePart(textproto.MIMEHeader{
-		"Content-Disposition": {`form-data; name="` + PartContent + `"; filename="model.tar"`},
+		"Content-Disposition": {`form-data; name="` + PartContent + `"; filename="content.tar"`},
 		"Content-Type":        {"application/x-tar"},
 	})
 	if err != nil {

@@ -65,6 +65,8 @@ type Store interface {
 	// ModelsWithDigest counts model versions (in any workspace) whose archive has this digest.
 	ModelsWithDigest(ctx context.Context, sha256 string) (int, error)
 
+	ServiceStore
+
 	CreateToken(ctx context.Context, t Token) error
 	GetToken(ctx context.Context, id string) (Token, error)
 	CountTokens(ctx context.Context) (int, error)

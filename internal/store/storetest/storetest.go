@@ -30,6 +30,8 @@ func Run(t *testing.T, f Factory) {
 	t.Run("ListFilters", func(t *testing.T) { testListFilters(t, f.New(t)) })
 	t.Run("ConcurrentVersions", func(t *testing.T) { testConcurrentVersions(t, f.New(t)) })
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, f.New(t)) })
+	t.Run("Services", func(t *testing.T) { testServices(t, f.New(t)) })
+	t.Run("Operations", func(t *testing.T) { testOperations(t, f.New(t)) })
 	if f.Reopen != nil {
 		t.Run("Persistence", func(t *testing.T) { testPersistence(t, f) })
 	}
