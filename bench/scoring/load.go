@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// loadResult is one closed-loop run: total requests, status codes and latencies.
+type loadResult struct {
+	Requests int
+	Errors   int
+	Codes    map[int]int
+	Elapsed  time.Duration
+	lat      []time.Duration
+}
+
+func (r loadResult) RPS() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
+
+func (r loadResult) Percentile(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	i := int(float64(len(r.lat)-1) * p)
+	return r.lat[i]
+}
+
+// load sends total POSTs with conc concurrent keep-alive connections, reconnecting when the server
+// closes (gunicorn's sync workers close after every response). It speaks raw HTTP/1.1 so the
+// generator costs a few microseconds per request and leaves the cores to the server under test.
+func load(addr, path string, body []byte, conc, total int) loadResult {
+	req := []byte(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, addr, len(body)))
+	req = append(req, body...)
+	var next atomic.Int64
+	var mu sync.Mutex
+	res := loadResult{Codes: map[int]int{}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := 0; c < conc; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var conn net.Conn
+			var br *bufio.Reader
+			lat := make([]time.Duration, 0, total/conc+1)
+			codes := map[int]int{}
+			errs := 0
+			for next.Add(1) <= int64(total) {
+				t := time.Now()
+				code, keep, err := roundTrip(&conn, &br, addr, req)
+				if err != nil {
+					errs++
+					if conn != nil {
+						conn.Close()
+						conn = nil
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t))
+				codes[code]++
+				if !keep {
+					conn.Close()
+					conn = nil
+				}
+			}
+			if conn != nil {
+				conn.Close()
+			}
+			mu.Lock()
+			res.lat = append(res.lat, lat...)
+			for k, v := range codes {
+				res.Codes[k] += v
+			}
+			res.Errors += errs
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.Requests = len(res.lat)
+	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
+	return res
+}
+
+func roundTrip(conn *net.Conn, br **bufio.Reader, addr string, req []byte) (code int, keep bool, err error) {
+	if *conn == nil {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return 0, false, err
+		}
+		*conn = c
+		*br = bufio.NewReaderSize(c, 16<<10)
+	}
+	if _, err := (*conn).Write(req); err != nil {
+		return 0, false, err
+	}
+	line, err := (*br).ReadSlice('\n')
+	if err != nil {
+		return 0, false, err
+	}
+	if len(line) < 12 {
+		return 0, false, fmt.Errorf("bad status line %q", line)
+	}
+	code, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, false, err
+	}
+	keep = true
+	length := -1
+	for {
+		h, err := (*br).ReadSlice('\n')
+		if err != nil {
+			return 0, false, err
+		}
+		h = bytes.TrimRight(h, "\r\n")
+		if len(h) == 0 {
+			break
+		}
+		k, v, _ := bytes.Cut(h, []byte(":"))
+		v = bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			length, _ = strconv.Atoi(string(v))
+		case bytes.EqualFold(k, []byte("Connection")) && bytes.EqualFold(v, []byte("close")):
+			keep = false
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			return 0, false, fmt.Errorf("chunked responses are not supported by this load generator")
+		}
+	}
+	if length < 0 {
+		return 0, false, fmt.Errorf("response without Content-Length")
+	}
+	if _, err := (*br).Discard(length); err != nil {
+		return 0, false, err
+	}
+	return code, keep, nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func writeReport(o options, reports []report) error {
+	var b bytes.Buffer
+	cpu := "unknown CPU"
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(info), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	gunicornVersion, _ := exec.Command(o.gunicorn, "--version").CombinedOutput()
+	fmt.Fprintf(&b, "# Scoring runtime benchmark\n\n")
+	fmt.Fprintf(&b, "Generated %s by `go run ./bench/scoring -n %d -conc %s -workers %d` on %d cores (%s), %s, %s.\n\n",
+		time.Now().UTC().Format(time.RFC3339), o.n, joinInts(o.conc), o.workers, runtime.NumCPU(), cpu, runtime.Version(), strings.TrimSpace(string(gunicornVersion)))
+	fmt.Fprintf(&b, "Closed loop over loopback: C clients with keep-alive connections (gunicorn's sync workers close after each response, so its clients reconnect, as they do against Azure ML's server). "+
+		"%d warm-up requests, then %d measured requests per row. Both servers run %d Python workers with BLAS/OpenMP threads pinned to 1; "+
+		"mlship runs with --max-concurrent-requests %d (the worker count) and --max-queue-wait-ms 60000 so no request is shed. "+
+		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.n, o.workers, o.workers)
+	for _, r := range reports {
+		sc := r.scenario
+		fmt.Fprintf(&b, "## %s\n\n", sc.name)
+		if sc.script != "" {
+			fmt.Fprintf(&b, "`%s` in `%s`, model `%s`, body `%s`.\n\n", sc.script, rel(sc.sourceDir), rel(sc.modelDir), sc.body)
+		} else {
+			fmt.Fprintf(&b, "No-code ONNX model `%s` (ONNX Runtime, 1 intra-op thread per request, --max-concurrent-requests %d), body `%s`.\n\n", rel(sc.modelDir), sc.maxConcurrent, sc.body)
+		}
+		if r.rows[0].hasBase {
+			fmt.Fprintf(&b, "| clients | gunicorn+flask req/s | p50 µs | p99 µs | mlship req/s | p50 µs | p99 µs | throughput × | p99 ÷ |\n|---|---|---|---|---|---|---|---|---|\n")
+			for _, row := range r.rows {
+				fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", row.conc,
+					row.base.RPS(), us(row.base.Percentile(.5)), us(row.base.Percentile(.99)),
+					row.mlship.RPS(), us(row.mlship.Percentile(.5)), us(row.mlship.Percentile(.99)),
+					row.mlship.RPS()/row.base.RPS(), us(row.base.Percentile(.99))/us(row.mlship.Percentile(.99)))
+			}
+			b.WriteString("\nthroughput × = mlship req/s ÷ baseline req/s; p99 ÷ = baseline p99 ÷ mlship p99 (higher is better for both).\n")
+		} else {
+			fmt.Fprintf(&b, "| clients | mlship req/s | p50 µs | p90 µs | p99 µs |\n|---|---|---|---|---|\n")
+			for _, row := range r.rows {
+				fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.0f | %.0f |\n", row.conc, row.mlship.RPS(), us(row.mlship.Percentile(.5)), us(row.mlship.Percentile(.9)), us(row.mlship.Percentile(.99)))
+			}
+		}
+		for _, row := range r.rows {
+			if bad := nonOK(row.mlship.Codes, row.mlship.Errors) + nonOK(row.base.Codes, row.base.Errors); bad != "" {
+				fmt.Fprintf(&b, "\nc=%d non-200 answers: %s\n", row.conc, bad)
+			}
+		}
+		if r.inproc != nil {
+			p50c1 := us(r.rows[0].mlship.Percentile(.5))
+			fmt.Fprintf(&b, "\nIn-process `run()` + `json.dumps` (bench/scoring/inprocess.py, one core): p50 %.1f µs, %.0f calls/s.\n", r.inproc.P50us, r.inproc.RPS)
+			if r.rows[0].conc == 1 {
+				fmt.Fprintf(&b, "Per-request overhead of mlship at 1 client (served p50 − in-process p50, client included): **%.0f µs**.\n", p50c1-r.inproc.P50us)
+			}
+			best := 0.0
+			for _, row := range r.rows {
+				best = max(best, row.mlship.RPS())
+			}
+			fmt.Fprintf(&b, "Best served throughput %.0f req/s = %.0f %% of %d × the in-process single-core rate.\n", best, 100*best/(float64(o.workers)*r.inproc.RPS), o.workers)
+		}
+		fmt.Fprintf(&b, "\nRSS after the runs: mlship Go process %.1f MB", float64(r.rssKB)/1024)
+		if r.workerKB > 0 {
+			fmt.Fprintf(&b, "; its Python workers %.1f MB together", float64(r.workerKB)/1024)
+		}
+		b.WriteString(".\n\n")
+	}
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.out, b.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "wrote", o.out)
+	return nil
+}
+
+func nonOK(codes map[int]int, errs int) string {
+	var parts []string
+	for c, n := range codes {
+		if c != 200 {
+			parts = append(parts, fmt.Sprintf("%d×%d", n, c))
+		}
+	}
+	if errs > 0 {
+		parts = append(parts, fmt.Sprintf("%d transport errors", errs))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func rel(p string) string {
+	wd, _ := os.Getwd()
+	if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	if strings.Contains(p, "mlship-bench-") {
+		return "(trained by examples/sklearn/train.py into a temp dir)"
+	}
+	return p
+}
