@@ -16,7 +16,9 @@ import (
 	"github.com/mlship/mlship/internal/cli/cmdutil"
 	"github.com/mlship/mlship/internal/cli/login"
 	"github.com/mlship/mlship/internal/cli/model"
+	"github.com/mlship/mlship/internal/cli/score"
 	servercmd "github.com/mlship/mlship/internal/cli/server"
+	servicecmd "github.com/mlship/mlship/internal/cli/service"
 	"github.com/mlship/mlship/internal/cli/workspace"
 	"github.com/mlship/mlship/internal/errdefs"
 )
@@ -74,6 +76,8 @@ func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
 		login.NewCmdLogin(f),
 		workspace.NewCmdWorkspace(f),
 		model.NewCmdModel(f),
+		servicecmd.NewCmdService(f),
+		score.NewCmdScore(f),
 	)
 	return root
 }

@@ -11,6 +11,7 @@ import (
 var (
 	modelRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 	workspaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$`)
+	serviceRE   = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
 )
 
 // Limits on tags and properties.
@@ -72,4 +73,12 @@ func hasControl(s string) bool {
 		}
 	}
 	return false
+}
+
+// Service checks Azure ML's rule for web service (and endpoint version) names.
+func Service(name string) error {
+	if len(name) < 3 || len(name) > 32 || !serviceRE.MatchString(name) {
+		return errdefs.Invalid("invalid service name %q: use 3-32 lowercase letters, digits and '-', starting with a letter and not ending with '-'", name)
+	}
+	return nil
 }

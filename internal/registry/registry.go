@@ -94,10 +94,52 @@ func (r *Registry) Register(ctx context.Context, workspace string, spec Spec, co
 	return created, nil
 }
 
+// DropIfUnused deletes a blob that no model version and no service refers to any more.
+func (r *Registry) DropIfUnused(ctx context.Context, digest string) {
+	if digest == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropIfUnused(ctx, digest)
+}
+
 func (r *Registry) dropIfUnused(ctx context.Context, digest string) {
-	if n, err := r.store.ModelsWithDigest(ctx, digest); err == nil && n == 0 {
+	m, err := r.store.ModelsWithDigest(ctx, digest)
+	if err != nil || m > 0 {
+		return
+	}
+	if s, err := r.store.ServicesWithDigest(ctx, digest); err == nil && s == 0 {
 		r.blobs.Delete(ctx, digest)
 	}
+}
+
+// StoreArchive keeps a tar stream (a service's source directory) as a blob and lists its files.
+// The caller records a reference to the digest, or calls DropIfUnused.
+func (r *Registry) StoreArchive(ctx context.Context, content io.Reader, digest func() (string, error)) (string, []archive.File, error) {
+	w, err := r.blobs.Create(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	defer w.Cancel()
+	files, err := archive.Scan(io.TeeReader(content, w))
+	if err != nil {
+		return "", nil, err
+	}
+	want, err := digest()
+	if err != nil {
+		return "", nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, err := w.Commit(want)
+	return d, files, err
+}
+
+// OpenBlob returns a stored archive by digest.
+func (r *Registry) OpenBlob(ctx context.Context, digest string) (io.ReadCloser, error) {
+	rc, _, err := r.blobs.Open(ctx, digest)
+	return rc, err
 }
 
 // Get returns one version (0 = latest).

@@ -60,6 +60,9 @@ func (s *Server) wrap(f apiFunc) http.HandlerFunc {
 			w.WriteHeader(http.StatusNoContent)
 		case created:
 			writeJSON(w, http.StatusCreated, v.v)
+		case accepted:
+			w.Header().Set("Operation-Location", v.location)
+			writeJSON(w, http.StatusAccepted, v.op)
 		default:
 			writeJSON(w, http.StatusOK, v)
 		}

@@ -14,9 +14,14 @@ import (
 	"time"
 
 	"github.com/mlship/mlship/internal/auth"
+	"github.com/mlship/mlship/internal/compute"
+	"github.com/mlship/mlship/internal/compute/local"
+	"github.com/mlship/mlship/internal/deploy"
+	"github.com/mlship/mlship/internal/env"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/registry"
 	"github.com/mlship/mlship/internal/registry/blob"
+	"github.com/mlship/mlship/internal/router"
 	"github.com/mlship/mlship/internal/store"
 	"github.com/mlship/mlship/internal/store/sqlite"
 )
@@ -28,9 +33,18 @@ const DefaultMaxUploadBytes int64 = 2 << 30
 type Options struct {
 	DataDir        string // database and artifacts live here
 	Addr           string // listen address, 127.0.0.1:7878 by default
+	ScoringAddr    string // the router's listen address, 127.0.0.1:7879 by default
 	MaxUploadBytes int64
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// ScoreBinary is the mlship executable replicas run as 'mlship score'; this process's own if empty.
+	ScoreBinary string
+	// BasePython is the interpreter for entry scripts and virtualenvs; /usr/bin/python3 if empty.
+	BasePython string
+	// ReplicaReadyTimeout bounds a replica's model loading; 5 min if 0.
+	ReplicaReadyTimeout time.Duration
+	// DownscaleDelay overrides the autoscaler's 60 s of low load before scaling down (tests).
+	DownscaleDelay time.Duration
 }
 
 // Server is a running control plane's state.
@@ -39,6 +53,11 @@ type Server struct {
 	log      *slog.Logger
 	store    store.Store
 	registry *registry.Registry
+	router   *router.Router
+	local    *local.Target
+	deployer *deploy.Deployer
+	tokens   *auth.TokenSigner
+	scaler   *router.Autoscaler
 	// AdminToken is set only when this start created the first admin token; it is shown once.
 	AdminToken string
 }
@@ -47,6 +66,9 @@ type Server struct {
 func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:7878"
+	}
+	if opts.ScoringAddr == "" {
+		opts.ScoringAddr = "127.0.0.1:7879"
 	}
 	if opts.MaxUploadBytes <= 0 {
 		opts.MaxUploadBytes = DefaultMaxUploadBytes
@@ -77,7 +99,46 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.wire(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// wire builds the data-plane side: server key, router, local target, environments, deployer.
+func (s *Server) wire() error {
+	key, err := auth.LoadOrCreateServerKey(filepath.Join(s.opts.DataDir, "server.key"))
+	if err != nil {
+		return fmt.Errorf("server key: %w", err)
+	}
+	sealer, err := auth.NewSealer(key)
+	if err != nil {
+		return err
+	}
+	if s.tokens, err = auth.NewTokenSigner(key); err != nil {
+		return err
+	}
+	s.router = router.New(router.Options{Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens})
+	fe := &frontend{r: s.router, log: s.log}
+	s.local, err = local.New(local.Options{
+		Binary: s.opts.ScoreBinary, LogDir: filepath.Join(s.opts.DataDir, "logs"), Logger: s.log.With("component", "local"),
+		OnReplicas: fe.onReplicas, ReadyTimeout: s.opts.ReplicaReadyTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	s.deployer = deploy.New(deploy.Options{
+		Store: s.store, Registry: s.registry, Targets: map[string]compute.Target{"local": s.local},
+		Envs:     env.NewCache(filepath.Join(s.opts.DataDir, "envs"), env.Options{BasePython: s.opts.BasePython, Logger: s.log}),
+		Frontend: fe, Sealer: sealer, WorkDir: filepath.Join(s.opts.DataDir, "services"),
+		Logger: s.log.With("component", "deploy"), Now: s.opts.Now,
+	})
+	s.scaler = router.NewAutoscaler(s.router, scaler{s}, router.AutoscalerOptions{
+		Now: s.opts.Now, Logger: s.log.With("component", "autoscaler"),
+		OnDecision: func(d router.Decision) { s.log.Info("autoscaler", "decision", fmt.Sprintf("%+v", d)) },
+	})
+	return nil
 }
 
 func (s *Server) bootstrap(ctx context.Context) error {
@@ -100,8 +161,47 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the database.
-func (s *Server) Close() error { return s.store.Close() }
+// Close stops every replica and releases the database.
+func (s *Server) Close() error {
+	s.deployer.Close()
+	s.local.Close()
+	s.router.Close()
+	return s.store.Close()
+}
+
+// Router is the scoring router (tests serve it themselves).
+func (s *Server) Router() http.Handler { return s.router }
+
+// Recover restarts the services recorded in the store; Run calls it.
+func (s *Server) Recover(ctx context.Context) error { return s.deployer.Recover(ctx) }
+
+// Background runs the autoscaler and the state observer until ctx ends.
+func (s *Server) Background(ctx context.Context) {
+	go s.scaler.Run(ctx)
+	go s.observe(ctx)
+}
+
+// observe keeps service states in step with their replicas (Healthy <-> Unhealthy).
+func (s *Server) observe(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		services, err := s.store.ListServices(ctx, "")
+		if err != nil {
+			continue
+		}
+		for _, svc := range services {
+			if svc.State == store.StateHealthy || svc.State == store.StateUnhealthy {
+				s.deployer.Observe(ctx, svc)
+			}
+		}
+	}
+}
 
 // Handler is the whole REST API.
 func (s *Server) Handler() http.Handler {
@@ -119,6 +219,7 @@ func (s *Server) Handler() http.Handler {
 	api.Handle("GET /api/v1/workspaces/{ws}/models/{name}/versions/{version}", s.wrap(s.getModel))
 	api.Handle("DELETE /api/v1/workspaces/{ws}/models/{name}/versions/{version}", s.wrap(s.deleteModel))
 	api.HandleFunc("GET /api/v1/workspaces/{ws}/models/{name}/versions/{version}/content", s.downloadModel)
+	s.routesServices(api)
 	api.Handle("/", s.wrap(func(r *http.Request) (any, error) {
 		return nil, errdefs.NotFound("no API route %s %s", r.Method, r.URL.Path)
 	}))
@@ -129,32 +230,51 @@ func (s *Server) Handler() http.Handler {
 	return s.logRequests(mux)
 }
 
-// Run serves until ctx ends, then shuts down gracefully. ready, if not nil, gets the bound address.
+// Run serves the API and the scoring router until ctx ends, then shuts down gracefully.
+// ready, if not nil, gets the bound API address.
 func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	ln, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another mlship server running? pass --addr)", s.opts.Addr, err)
 	}
+	sln, err := net.Listen("tcp", s.opts.ScoringAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on %s for scoring: %w (pass --scoring-addr)", s.opts.ScoringAddr, err)
+	}
+	s.opts.ScoringAddr = sln.Addr().String()
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
+	rs := &http.Server{Handler: s.router, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
-	s.log.Info("control plane listening", "addr", ln.Addr().String(), "dataDir", s.opts.DataDir)
+	go func() { errc <- rs.Serve(sln) }()
+	bctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if err := s.Recover(ctx); err != nil {
+		s.log.Error("restart services", "err", err)
+	}
+	s.Background(bctx)
+	s.log.Info("control plane listening", "addr", ln.Addr().String(), "scoring", sln.Addr().String(), "dataDir", s.opts.DataDir)
 	if ready != nil {
 		ready(ln.Addr())
 	}
 	select {
-	case err := <-errc:
-		return err
+	case err = <-errc:
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
+	for _, srv := range []*http.Server{hs, rs} {
+		if serr := srv.Shutdown(sctx); serr != nil {
+			srv.Close()
+		}
 	}
-	return nil
+	return err
 }
+
+// ScoringURL is the router's base URL.
+func (s *Server) ScoringURL() string { return "http://" + s.opts.ScoringAddr }
 
 // limitBody caps the request body at the upload limit; the connection closes after a 413.
 func (s *Server) limitBody(next http.Handler) http.Handler {

@@ -20,7 +20,7 @@ import (
 // NewCmdModel builds 'mlship model'.
 func NewCmdModel(f *cmdutil.Factory) *cobra.Command {
 	cmd := &cobra.Command{Use: "model <command>", Short: "Register and manage versioned models"}
-	cmd.AddCommand(newCmdRegister(f), newCmdList(f), newCmdShow(f), newCmdDownload(f), newCmdDelete(f))
+	cmd.AddCommand(newCmdRegister(f), newCmdList(f), newCmdShow(f), newCmdDownload(f), newCmdDelete(f), newCmdDeploy(f))
 	return cmd
 }
 

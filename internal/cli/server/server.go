@@ -20,6 +20,7 @@ type Options struct {
 	IO             *cmdutil.IOStreams
 	DataDir        string
 	Addr           string
+	ScoringAddr    string
 	MaxUploadBytes int64
 	LogFormat      string
 	// Ready, if set, is called with the bound address once the server listens (tests).
@@ -42,6 +43,7 @@ so later 'mlship' commands on this machine just work.`,
 	}
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", defaultDataDir(), "folder for the database and model artifacts (env MLSHIP_DATA_DIR)")
 	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:7878", "control-plane listen address")
+	cmd.Flags().StringVar(&opts.ScoringAddr, "scoring-addr", "127.0.0.1:7879", "scoring router listen address (scoring URIs point here)")
 	cmd.Flags().Int64Var(&opts.MaxUploadBytes, "max-upload-bytes", cp.DefaultMaxUploadBytes, "largest model upload accepted, in bytes")
 	cmd.Flags().StringVar(&opts.LogFormat, "log-format", "text", "log format: text or json")
 	return cmd
@@ -73,7 +75,7 @@ func serverRun(ctx context.Context, opts *Options) error {
 	if opts.MaxUploadBytes <= 0 {
 		return cmdutil.FlagErrorf("--max-upload-bytes must be positive")
 	}
-	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, MaxUploadBytes: opts.MaxUploadBytes, Logger: slog.New(h)})
+	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, Logger: slog.New(h)})
 	if err != nil {
 		return err
 	}

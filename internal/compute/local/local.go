@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -455,7 +456,7 @@ func (t *Target) supervise(spec compute.Spec, r *replica, addrs chan string) {
 			return
 		}
 		if !r.wasReady() {
-			r.fail(fmt.Errorf("replica %s failed while loading the model: %v\n%s", r.id, err, r.logs.text(false, 20)))
+			r.fail(fmt.Errorf("replica %s failed while loading the model: %v%s", r.id, err, lastError(r.logs.text(false, 50))))
 			return
 		}
 		if time.Since(started) > time.Minute {
@@ -546,4 +547,15 @@ func (r *replica) fail(err error) {
 	r.err, r.isFailed = err, true
 	r.mu.Unlock()
 	close(r.failCh)
+}
+
+// lastError picks the replica's own closing "Error: ..." line from its log, if any.
+func lastError(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if msg, ok := strings.CutPrefix(lines[i], "Error: "); ok {
+			return ": " + msg
+		}
+	}
+	return ""
 }

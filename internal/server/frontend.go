@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mlship/mlship/internal/compute"
+	"github.com/mlship/mlship/internal/config"
+	"github.com/mlship/mlship/internal/deploy"
+	"github.com/mlship/mlship/internal/router"
+	"github.com/mlship/mlship/internal/store"
+)
+
+// frontend adapts the in-process router to what the deployer drives.
+type frontend struct {
+	r   *router.Router
+	log *slog.Logger
+}
+
+func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string) router.ServiceConfig {
+	auth := router.AuthConfig{KeyAuth: dc.AuthEnabled == nil || *dc.AuthEnabled, TokenAuth: dc.TokenAuthEnabled != nil && *dc.TokenAuthEnabled}
+	if auth.TokenAuth {
+		auth.KeyAuth = false
+	}
+	if auth.KeyAuth {
+		auth.Keys = keys
+	}
+	scale := router.ScaleSpec{}
+	if dc.NumReplicas != nil {
+		scale.NumReplicas = *dc.NumReplicas
+	} else {
+		lo, hi := dc.Replicas()
+		scale = router.ScaleSpec{Autoscale: true, MinReplicas: lo, MaxReplicas: hi}
+		if dc.AutoScaler.TargetUtilization != nil {
+			scale.TargetUtilization = *dc.AutoScaler.TargetUtilization
+		}
+		if dc.AutoScaler.RefreshPeriodInSeconds != nil {
+			scale.RefreshPeriod = time.Duration(*dc.AutoScaler.RefreshPeriodInSeconds) * time.Second
+		}
+	}
+	return router.ServiceConfig{
+		Name: svc.Name, Workspace: svc.Workspace, Auth: auth,
+		Limits: router.Limits{
+			MaxConcurrentRequestsPerContainer: deref(dc.MaxConcurrentRequestsPerContainer),
+			MaxQueueWait:                      dc.MaxQueueWait(),
+			ScoringTimeout:                    dc.ScoringTimeout(),
+		},
+		Versions: []router.VersionConfig{{Name: svc.Name, Scale: scale}},
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func (f *frontend) Configure(svc store.Service, dc *config.DeploymentConfig, keys []string) {
+	if err := f.r.SetService(routerConfig(svc, dc, keys)); err != nil {
+		f.log.Error("configure router", "service", svc.Name, "err", err)
+	}
+}
+
+func (f *frontend) Remove(svc store.Service) { f.r.RemoveService(svc.Name) }
+
+// onReplicas forwards a target's replica set to the router.
+func (f *frontend) onReplicas(key compute.Key, reps []compute.Replica) {
+	out := make([]router.Replica, len(reps))
+	for i, r := range reps {
+		out[i] = router.Replica{ID: r.ID, URL: r.URL, Ready: r.Ready}
+	}
+	if err := f.r.SetReplicas(key.Service, key.Version, out); err != nil {
+		f.log.Debug("router replicas", "service", key.Service, "err", err)
+	}
+}
+
+// scaler lets the router's autoscaler resize services through the deployer.
+type scaler struct {
+	s *Server
+}
+
+func (sc scaler) Scale(ctx context.Context, service, version string, replicas int) error {
+	svc, err := sc.s.findService(ctx, service)
+	if err != nil {
+		return err
+	}
+	if svc.State != store.StateHealthy && svc.State != store.StateUnhealthy {
+		return fmt.Errorf("service %s is %s; not scaling now", service, svc.State)
+	}
+	return sc.s.deployer.Scale(ctx, svc, replicas)
+}
+
+// findService finds a service by name in any workspace (names are unique on a server).
+func (s *Server) findService(ctx context.Context, name string) (store.Service, error) {
+	all, err := s.store.ListServices(ctx, "")
+	if err != nil {
+		return store.Service{}, err
+	}
+	for _, svc := range all {
+		if svc.Name == name {
+			return svc, nil
+		}
+	}
+	return store.Service{}, fmt.Errorf("service %s not found", name)
+}
+
+var _ deploy.Frontend = (*frontend)(nil)
