@@ -559,3 +559,20 @@ func lastError(log string) string {
 	}
 	return ""
 }
+
+// PIDs lists the process ids of key's serving replicas (diagnostics and fault tests).
+func (t *Target) PIDs(key compute.Key) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []int
+	if g := t.groups[key]; g != nil {
+		for _, r := range g.active {
+			r.mu.Lock()
+			if r.proc != nil {
+				out = append(out, r.proc.Pid)
+			}
+			r.mu.Unlock()
+		}
+	}
+	return out
+}
