@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ import (
 func requirePython(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(DefaultPython); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but Debian python3 is missing: %v", err)
+		}
 		t.Skipf("needs %s (Debian python3): %v", DefaultPython, err)
 	}
 }
@@ -202,10 +206,14 @@ func TestPoolInitFailure(t *testing.T) {
 }
 
 func TestPoolInferenceSchema(t *testing.T) {
-	p, _ := startPool(t, "schema.py", 1)
-	if _, err := os.Stat("/usr/lib/python3/dist-packages/pandas"); err != nil {
-		t.Skip("needs Debian python3-pandas and python3-numpy")
+	requirePython(t)
+	if err := exec.Command(DefaultPython, "-c", "import numpy, pandas").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but numpy/pandas are missing: install Debian python3-numpy python3-pandas")
+		}
+		t.Skip("needs Debian python3-numpy and python3-pandas")
 	}
+	p, _ := startPool(t, "schema.py", 1)
 	out, err := score(t, p, `{"data": [[1,2,3],[4,5,6]], "scale": 10, "frame": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}`, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
