@@ -15,11 +15,12 @@ import (
 
 // frontend adapts the in-process router to what the deployer drives.
 type frontend struct {
-	r   *router.Router
-	log *slog.Logger
+	r         *router.Router
+	log       *slog.Logger
+	downscale time.Duration // 0: the router's default (60 s)
 }
 
-func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string) router.ServiceConfig {
+func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string, downscale time.Duration) router.ServiceConfig {
 	auth := router.AuthConfig{KeyAuth: dc.AuthEnabled == nil || *dc.AuthEnabled, TokenAuth: dc.TokenAuthEnabled != nil && *dc.TokenAuthEnabled}
 	if auth.TokenAuth {
 		auth.KeyAuth = false
@@ -32,7 +33,7 @@ func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string)
 		scale.NumReplicas = *dc.NumReplicas
 	} else {
 		lo, hi := dc.Replicas()
-		scale = router.ScaleSpec{Autoscale: true, MinReplicas: lo, MaxReplicas: hi}
+		scale = router.ScaleSpec{Autoscale: true, MinReplicas: lo, MaxReplicas: hi, DownscaleDelay: downscale}
 		if dc.AutoScaler.TargetUtilization != nil {
 			scale.TargetUtilization = *dc.AutoScaler.TargetUtilization
 		}
@@ -60,7 +61,7 @@ func deref[T any](p *T) T {
 }
 
 func (f *frontend) Configure(svc store.Service, dc *config.DeploymentConfig, keys []string) {
-	if err := f.r.SetService(routerConfig(svc, dc, keys)); err != nil {
+	if err := f.r.SetService(routerConfig(svc, dc, keys, f.downscale)); err != nil {
 		f.log.Error("configure router", "service", svc.Name, "err", err)
 	}
 }

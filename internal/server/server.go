@@ -120,7 +120,7 @@ func (s *Server) wire() error {
 		return err
 	}
 	s.router = router.New(router.Options{Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens})
-	fe := &frontend{r: s.router, log: s.log}
+	fe := &frontend{r: s.router, log: s.log, downscale: s.opts.DownscaleDelay}
 	s.local, err = local.New(local.Options{
 		Binary: s.opts.ScoreBinary, LogDir: filepath.Join(s.opts.DataDir, "logs"), Logger: s.log.With("component", "local"),
 		OnReplicas: fe.onReplicas, ReadyTimeout: s.opts.ReplicaReadyTimeout,

@@ -85,7 +85,7 @@ func start(t *testing.T, dataDir, scoringAddr, token string) *env {
 	logs := &syncBuf{}
 	s, err := server.New(context.Background(), server.Options{
 		DataDir: dataDir, Addr: "127.0.0.1:0", ScoringAddr: scoringAddr, ScoreBinary: binary,
-		Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: c.now, ReplicaReadyTimeout: 60 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), Now: c.now, ReplicaReadyTimeout: 60 * time.Second, DownscaleDelay: 3 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
