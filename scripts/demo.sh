@@ -8,6 +8,7 @@ MLSHIP="$ROOT/bin/mlship"
 
 DEMO=${MLSHIP_DEMO_DIR:-$ROOT/.mlship-demo}
 PORT=${MLSHIP_DEMO_PORT:-7878}
+SCORING_PORT=${MLSHIP_DEMO_SCORING_PORT:-7879}
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 # Its own CLI config, so the demo never touches yours.
 export MLSHIP_CONFIG="$DEMO/config.json"
@@ -16,7 +17,7 @@ unset MLSHIP_SERVER MLSHIP_TOKEN
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
 
-"$MLSHIP" server --data-dir "$DEMO/data" --addr "127.0.0.1:$PORT" >"$DEMO/server.log" 2>&1 &
+"$MLSHIP" server --data-dir "$DEMO/data" --addr "127.0.0.1:$PORT" --scoring-addr "127.0.0.1:$SCORING_PORT" >"$DEMO/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -27,20 +28,27 @@ done
 [ -s "$MLSHIP_CONFIG" ] || { echo "server did not start:"; cat "$DEMO/server.log"; exit 1; }
 echo "mlship server is up on http://127.0.0.1:$PORT (data in $DEMO/data, log in $DEMO/server.log)"
 
-MODEL_DIR=examples/stdlib
-[ -d "$MODEL_DIR" ] || MODEL_DIR=examples/configs
-run "$MLSHIP" model register -n demo-model -p "$MODEL_DIR" -t stage=demo -d "mlship demo model" -o table
-run "$MLSHIP" model register -n demo-model -p "$MODEL_DIR" -t stage=demo -o table
-run "$MLSHIP" model list -o table
-run "$MLSHIP" model download -i demo-model:1 -t "$DEMO/download"
-find "$DEMO/download" -type f | sed "s|$DEMO/||" | sort
+run "$MLSHIP" model register -n demo-model -p examples/stdlib/model/weights.json -t stage=demo -d "mlship demo: a linear model" -o table
+run "$MLSHIP" model deploy -n demo-svc -m demo-model:1 -ic examples/stdlib/inferenceconfig.json -o table
+
+URI=$("$MLSHIP" service show -n demo-svc -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["scoringUri"])')
+KEY=$("$MLSHIP" service get-keys -n demo-svc -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["primaryKey"])')
+say "curl -H \"Authorization: Bearer \$KEY\" -d '{\"data\": [[1, 2, 3]]}' $URI"
+curl -sS -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" -d '{"data": [[1, 2, 3]]}' "$URI"; echo
+say "curl (no key) -> 401"
+curl -sS -o /dev/null -w "%{http_code}\n" -d '{"data": [[1, 2, 3]]}' "$URI"
+run "$MLSHIP" service run -n demo-svc -d '{"data": [[4, 5, 6]]}'
+run "$MLSHIP" service list -o table
 
 cat <<EOT
 
-Done. What to try next (the server above stops when this script ends; start your own with 'bin/mlship server'):
-  bin/mlship server &                                  # control plane on 127.0.0.1:7878, token saved for the CLI
-  bin/mlship model register -n mymodel -p ./outputs    # a file or a folder; versions count 1, 2, 3...
-  bin/mlship model list --latest -o table
-  bin/mlship model show -i mymodel:1 -o yaml
+Done: a model registered, deployed as a key-protected web service, and scored.
+The server above stops when this script ends. To keep going on your own:
+  bin/mlship server &                                         # control plane :7878, scoring router :7879
+  bin/mlship model register -n mymodel -p ./outputs           # a file or a folder; versions 1, 2, 3...
+  bin/mlship model deploy -n mysvc -m mymodel:1 -ic inferenceconfig.json -dc deploymentconfig.json
+  bin/mlship service get-keys -n mysvc                        # then POST to the scoring URI with the key
+  bin/mlship service get-logs -n mysvc --init                 # the model-loading log (init())
+  bin/mlship service update -n mysvc -m mymodel:2             # a rolling update, no failed requests
   bin/mlship --help
 EOT
