@@ -63,9 +63,9 @@ type Deployer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	busy  map[string]string // service name -> running operation id
-	watch map[string]bool
+	mu     sync.Mutex
+	busy   map[string]string   // service name -> running operation id
+	events map[string][]string // service name -> recent events
 }
 
 // New returns a Deployer; call Close on shutdown.
@@ -77,7 +77,7 @@ func New(opts Options) *Deployer {
 		opts.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Deployer{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, busy: map[string]string{}, watch: map[string]bool{}}
+	return &Deployer{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, busy: map[string]string{}}
 }
 
 // Close stops running operations (they end Failed on the next start if interrupted) and waits.

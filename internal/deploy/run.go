@@ -8,11 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/mlship/mlship/internal/archive"
 	"github.com/mlship/mlship/internal/compute"
-	"github.com/mlship/mlship/internal/config"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/store"
 )
@@ -279,6 +277,7 @@ func (d *Deployer) Scale(ctx context.Context, svc store.Service, replicas int) e
 	if err := target.Scale(ctx, Key(svc), replicas); err != nil {
 		return err
 	}
+	d.Event(svc.Name, "scaled from %d to %d replicas", svc.Replicas, replicas)
 	cur, err := d.opts.Store.GetService(ctx, svc.Workspace, svc.Name)
 	if err != nil {
 		return err
@@ -293,8 +292,13 @@ func (d *Deployer) Logs(ctx context.Context, svc store.Service, o compute.LogOpt
 	if err != nil {
 		return "", err
 	}
-	return target.Logs(ctx, Key(svc), o)
+	text, err := target.Logs(ctx, Key(svc), o)
+	if o.Init {
+		return text, err
+	}
+	events := d.eventText(svc.Name)
+	if err != nil && events == "" {
+		return "", err
+	}
+	return text + events, nil
 }
-
-var _ = config.ComputeLocal
-var _ = time.Second

@@ -136,7 +136,14 @@ func (s *Server) wire() error {
 	})
 	s.scaler = router.NewAutoscaler(s.router, scaler{s}, router.AutoscalerOptions{
 		Now: s.opts.Now, Logger: s.log.With("component", "autoscaler"),
-		OnDecision: func(d router.Decision) { s.log.Info("autoscaler", "decision", fmt.Sprintf("%+v", d)) },
+		OnDecision: func(d router.Decision) {
+			msg := fmt.Sprintf("autoscaler: %d -> %d replicas (load %.2f replicas, utilization %.0f%%: %s)", d.From, d.To, d.Load, d.Utilization*100, d.Reason)
+			if d.Err != nil {
+				msg += "; not applied: " + d.Err.Error()
+			}
+			s.deployer.Event(d.Service, "%s", msg)
+			s.log.Info(msg, "service", d.Service)
+		},
 	})
 	return nil
 }

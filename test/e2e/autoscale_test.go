@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +48,9 @@ func TestAutoscalerFollowsLoad(t *testing.T) {
 			t.Fatalf("did not scale back to 1 replica within 20 s of idling: %+v", got.Replicas)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	logs, err := e.client.ServiceLogs(ctx, "default", "auto-svc", 0, false)
+	if err != nil || !strings.Contains(logs, "autoscaler: 1 -> ") || !strings.Contains(logs, " -> 1 replicas") {
+		t.Fatalf("autoscaler decisions missing from get-logs: %v\n%s", err, logs)
 	}
 }
