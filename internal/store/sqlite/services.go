@@ -62,7 +62,7 @@ func (s *Store) CreateService(ctx context.Context, svc store.Service) error {
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, serviceArgs(svc)...)
 		if isUnique(err) {
-			return errdefs.Conflict("service %q already exists in workspace %q", svc.Name, svc.Workspace)
+			return errdefs.Conflict("service %q already exists (service names are unique on a server, as scoring URIs hold only the name)", svc.Name)
 		}
 		return err
 	})

@@ -21,6 +21,8 @@ CREATE TABLE services (
     PRIMARY KEY (workspace, name)
 );
 CREATE INDEX services_source ON services(source_sha256);
+-- Scoring URIs carry only the service name, so names are unique across workspaces.
+CREATE UNIQUE INDEX services_name ON services(name);
 
 CREATE TABLE operations (
     id           TEXT PRIMARY KEY,
