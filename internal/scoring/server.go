@@ -128,6 +128,12 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		s.swagger, err = swagger(s.meta)
 	}
+	if err != nil && ctx.Err() != nil {
+		// Asked to stop while loading: a clean exit, not a failed model.
+		s.logger.Info("stopped while loading the model")
+		s.shutdown(hs)
+		return nil
+	}
 	if err != nil {
 		var ie *backend.InitError
 		if errors.As(err, &ie) && ie.Traceback != "" {

@@ -533,3 +533,25 @@ func TestSoak(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestStopDuringInitIsClean(t *testing.T) {
+	requirePython(t)
+	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, PythonEnv: []string{"FAULTS_INIT_SLEEP=30"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	<-s.Listening()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Start = %v, want nil when stopped while loading", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after its context ended during init")
+	}
+}
