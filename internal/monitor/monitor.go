@@ -55,7 +55,8 @@ func New(opts Options) *Recorder {
 
 // Observe records one answered request. It is meant for the router's hot path: a map lookup,
 // a clock read and a few atomic adds, no allocation once the version's bucket exists.
-// A failure is a 5xx status; 4xx are counted apart as client errors.
+// A failure is a 5xx status; 4xx are counted apart as client errors. Pass only names of
+// deployed versions: each new pair holds a series until Forget.
 func (r *Recorder) Observe(service, version string, status int, latency time.Duration) {
 	r.ObserveAt(r.now(), service, version, status, latency)
 }
