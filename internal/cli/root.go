@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mlship/mlship/internal/cli/cmdutil"
+	"github.com/mlship/mlship/internal/cli/endpoint"
 	"github.com/mlship/mlship/internal/cli/login"
 	"github.com/mlship/mlship/internal/cli/model"
 	"github.com/mlship/mlship/internal/cli/score"
@@ -77,6 +78,7 @@ func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
 		workspace.NewCmdWorkspace(f),
 		model.NewCmdModel(f),
 		servicecmd.NewCmdService(f),
+		endpoint.NewCmdEndpoint(f),
 		score.NewCmdScore(f),
 	)
 	return root

@@ -30,8 +30,8 @@ import (
 
 // Frontend is the scoring router, as the deployer drives it.
 type Frontend interface {
-	// Configure (re)applies a service's auth and limits; keys are plaintext.
-	Configure(svc store.Service, dc *config.DeploymentConfig, keys []string)
+	// Configure (re)applies a service's auth, limits and versions; keys are plaintext.
+	Configure(svc store.Service, keys []string)
 	// Remove stops routing to a service.
 	Remove(svc store.Service)
 }
@@ -66,6 +66,7 @@ type Deployer struct {
 	mu     sync.Mutex
 	busy   map[string]string   // service name -> running operation id
 	events map[string][]string // service name -> recent events
+	recMu  sync.Mutex          // serializes read-modify-write of service records
 }
 
 // New returns a Deployer; call Close on shutdown.
@@ -272,11 +273,23 @@ func (d *Deployer) Deploy(ctx context.Context, ws string, req Request, src *Sour
 	ic, _ := json.Marshal(req.Inference)
 	dc, _ := json.Marshal(req.Deployment)
 	svc := store.Service{
-		Workspace: ws, Name: req.Name, ComputeType: "local", ComputeTarget: targetName, State: store.StateTransitioning,
+		Workspace: ws, Name: req.Name, ComputeType: store.ComputeTypeAKS, ComputeTarget: targetName, State: store.StateTransitioning,
 		Models: modelRefs(models), InferenceConfig: ic, DeploymentConfig: dc, SourceSHA256: sourceDigest,
 		PrimaryKey: primary, SecondaryKey: secondary, Description: firstNonEmpty(req.Description, req.Deployment.Description),
 		Tags: firstMap(req.Tags, req.Deployment.Tags), Properties: firstMap(req.Properties, req.Deployment.Properties),
 		Generation: 1, Replicas: initialReplicas(req.Deployment), CreatedTime: now, UpdatedTime: now,
+	}
+	version := svc.Name
+	if req.Deployment.IsEndpoint() {
+		// An endpoint starts with one version, which is its default and its control.
+		version = req.Deployment.VersionName
+		v, err := firstVersion(req.Deployment, version, svc)
+		if err != nil {
+			d.opts.Registry.DropIfUnused(ctx, sourceDigest)
+			return store.Operation{}, err
+		}
+		svc.ComputeType, svc.Versions = store.ComputeTypeEndpoint, []store.EndpointVersion{v}
+		svc.Models, svc.InferenceConfig, svc.SourceSHA256, svc.Replicas = nil, nil, "", 0
 	}
 	if err := d.opts.Store.CreateService(ctx, svc); err != nil {
 		d.opts.Registry.DropIfUnused(ctx, sourceDigest)
@@ -290,7 +303,7 @@ func (d *Deployer) Deploy(ctx context.Context, ws string, req Request, src *Sour
 	go func() {
 		defer d.wg.Done()
 		defer d.end(svc.Name)
-		d.finish(op, d.rollout(svc, false))
+		d.finish(op, d.rollout(svc, version, false))
 	}()
 	return op, nil
 }
@@ -308,6 +321,9 @@ func (d *Deployer) update(ctx context.Context, svc store.Service, req Request, s
 	if svc.State == store.StateDeleting {
 		return store.Operation{}, errdefs.Conflict("service %q is being deleted", svc.Name)
 	}
+	if svc.IsEndpoint() {
+		return store.Operation{}, errdefs.Invalid("%q is an endpoint: change its versions with 'mlship endpoint update-version' or create-version", svc.Name)
+	}
 	next := svc
 	if len(req.Models) > 0 {
 		models, err := d.checkModels(ctx, svc.Workspace, req.Models)
@@ -316,9 +332,12 @@ func (d *Deployer) update(ctx context.Context, svc store.Service, req Request, s
 		}
 		next.Models = modelRefs(models)
 	}
-	ic, dc, err := d.specOf(svc)
+	ic, dc, err := specOf(svc.InferenceConfig, svc.DeploymentConfig)
 	if err != nil {
 		return store.Operation{}, err
+	}
+	if req.Deployment != nil && req.Deployment.IsEndpoint() {
+		return store.Operation{}, errdefs.Invalid("service %q is not an endpoint; computeType AKSENDPOINT needs a new deploy under another name", svc.Name)
 	}
 	if req.Inference != nil {
 		ic = req.Inference
@@ -386,7 +405,7 @@ func (d *Deployer) update(ctx context.Context, svc store.Service, req Request, s
 	go func() {
 		defer d.wg.Done()
 		defer d.end(next.Name)
-		d.finish(op, d.rollout(next, true))
+		d.finish(op, d.rollout(next, next.Name, true))
 	}()
 	return op, nil
 }
@@ -480,51 +499,62 @@ func (d *Deployer) RegenerateKey(ctx context.Context, ws, name, which, value str
 	if err != nil {
 		return svc, err
 	}
-	switch strings.ToLower(which) {
-	case "primary":
-		svc.PrimaryKey = sealed
-	case "secondary":
-		svc.SecondaryKey = sealed
-	default:
-		return svc, errdefs.Invalid("invalid key type %q: use Primary or Secondary", which)
-	}
-	svc.UpdatedTime = d.opts.Now().UTC()
-	if err := d.opts.Store.UpdateService(ctx, svc); err != nil {
+	svc, err = d.mutate(ctx, ws, name, func(s *store.Service) error {
+		switch strings.ToLower(which) {
+		case "primary":
+			s.PrimaryKey = sealed
+		case "secondary":
+			s.SecondaryKey = sealed
+		default:
+			return errdefs.Invalid("invalid key type %q: use Primary or Secondary", which)
+		}
+		return nil
+	})
+	if err != nil {
 		return svc, err
 	}
 	return svc, d.configureFrontend(svc)
 }
 
 func (d *Deployer) configureFrontend(svc store.Service) error {
-	_, dc, err := d.specOf(svc)
-	if err != nil {
-		return err
-	}
 	p, s, err := d.PlainKeys(svc)
 	if err != nil {
 		return err
 	}
-	d.opts.Frontend.Configure(svc, dc, []string{p, s})
+	d.opts.Frontend.Configure(svc, []string{p, s})
 	return nil
 }
 
-// specOf decodes the stored configs of a service.
-func (d *Deployer) specOf(svc store.Service) (*config.InferenceConfig, *config.DeploymentConfig, error) {
+// specOf decodes stored configs; a nil inference config means a no-code model.
+func specOf(icRaw, dcRaw json.RawMessage) (*config.InferenceConfig, *config.DeploymentConfig, error) {
 	var ic *config.InferenceConfig
-	if len(svc.InferenceConfig) > 0 && string(svc.InferenceConfig) != "null" {
+	if len(icRaw) > 0 && string(icRaw) != "null" {
 		ic = &config.InferenceConfig{}
-		if err := json.Unmarshal(svc.InferenceConfig, ic); err != nil {
-			return nil, nil, fmt.Errorf("service %s: stored inference config: %w", svc.Name, err)
+		if err := json.Unmarshal(icRaw, ic); err != nil {
+			return nil, nil, fmt.Errorf("stored inference config: %w", err)
 		}
 		if ic.NoCode() {
 			ic = nil
 		}
 	}
-	dc := &config.DeploymentConfig{}
-	if err := json.Unmarshal(svc.DeploymentConfig, dc); err != nil {
-		return nil, nil, fmt.Errorf("service %s: stored deployment config: %w", svc.Name, err)
+	dc := config.DefaultDeployment()
+	if len(dcRaw) > 0 && string(dcRaw) != "null" {
+		dc = &config.DeploymentConfig{}
+		if err := json.Unmarshal(dcRaw, dc); err != nil {
+			return nil, nil, fmt.Errorf("stored deployment config: %w", err)
+		}
 	}
 	return ic, dc, nil
+}
+
+// DeploymentConfigOf decodes a service's deployment config (an endpoint's: the one it was created
+// with, which sets its auth).
+func DeploymentConfigOf(raw json.RawMessage) *config.DeploymentConfig {
+	_, dc, err := specOf(nil, raw)
+	if err != nil {
+		return config.DefaultDeployment()
+	}
+	return dc
 }
 
 // storeSource saves the uploaded source directory; its entry script must be in it.

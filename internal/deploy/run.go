@@ -15,52 +15,72 @@ import (
 	"github.com/mlship/mlship/internal/store"
 )
 
-// Key is the compute key of a plain service.
-func Key(svc store.Service) compute.Key {
-	return compute.Key{Workspace: svc.Workspace, Service: svc.Name, Version: svc.Name}
-}
-
 func (d *Deployer) serviceDir(svc store.Service) string {
 	return filepath.Join(d.opts.WorkDir, svc.Workspace, svc.Name)
 }
 
-// rollout brings svc's current generation up and records the outcome on the service.
-func (d *Deployer) rollout(svc store.Service, update bool) error {
-	ctx := d.ctx
-	log := d.log.With("service", svc.Name, "workspace", svc.Workspace, "generation", svc.Generation)
-	err := d.apply(ctx, svc, log)
-	cur, gerr := d.opts.Store.GetService(context.Background(), svc.Workspace, svc.Name)
-	if gerr != nil {
-		return errors.Join(err, gerr)
-	}
-	if cur.Generation != svc.Generation {
-		return err // a newer change took over
-	}
-	cur.UpdatedTime = d.opts.Now().UTC()
-	switch {
-	case err == nil:
-		cur.State, cur.Error = store.StateHealthy, ""
-		log.Info("service healthy")
-		d.cleanOldGenerations(svc)
-	case errors.Is(err, context.Canceled):
-		err = errors.New("interrupted by a server shutdown; it resumes when the server starts again")
-		cur.Error = err.Error()
-	default:
-		cur.State, cur.Error = store.StateFailed, err.Error()
-		if update {
-			cur.Error += " (the previous generation keeps serving)"
-		}
-		log.Warn("service failed", "err", err)
-	}
-	if uerr := d.opts.Store.UpdateService(context.Background(), cur); uerr != nil {
-		return errors.Join(err, uerr)
-	}
-	return err
+func (d *Deployer) unitDir(svc store.Service, version string) string {
+	return filepath.Join(d.serviceDir(svc), version)
 }
 
-// apply materializes the service's files, prepares its environment and starts its replicas.
-func (d *Deployer) apply(ctx context.Context, svc store.Service, log interface{ Info(string, ...any) }) error {
-	ic, dc, err := d.specOf(svc)
+// rollout brings one unit's current generation up and records the outcome.
+func (d *Deployer) rollout(svc store.Service, version string, update bool) error {
+	u, ok := unitOf(svc, version)
+	if !ok {
+		return errdefs.NotFound("version %q of %s is gone", version, svc.Name)
+	}
+	log := d.log.With("service", svc.Name, "version", version, "workspace", svc.Workspace, "generation", u.generation)
+	err := d.apply(d.ctx, svc, u, log)
+	var result error
+	_, merr := d.mutate(context.Background(), svc.Workspace, svc.Name, func(cur *store.Service) error {
+		now, ok := unitOf(*cur, version)
+		if !ok || now.generation != u.generation {
+			result = err // a newer change took over
+			return nil
+		}
+		switch {
+		case err == nil:
+			setUnit(cur, version, store.StateHealthy, "", -1)
+			log.Info("healthy")
+		case errors.Is(err, context.Canceled):
+			result = errors.New("interrupted by a server shutdown; it resumes when the server starts again")
+			setUnit(cur, version, store.StateTransitioning, result.Error(), -1)
+			return nil
+		default:
+			msg := err.Error()
+			if update {
+				msg += " (the previous generation keeps serving)"
+			}
+			setUnit(cur, version, store.StateFailed, msg, -1)
+			log.Warn("failed", "err", err)
+		}
+		result = err
+		return nil
+	})
+	if err == nil {
+		d.cleanOldGenerations(svc, u)
+		// Traffic reaches a version only once it is Healthy.
+		if latest, gerr := d.opts.Store.GetService(context.Background(), svc.Workspace, svc.Name); gerr == nil {
+			d.configureFrontend(latest)
+		}
+	}
+	return errors.Join(result, merr)
+}
+
+// rolloutAll brings every unit of a service up, one after another.
+func (d *Deployer) rolloutAll(svc store.Service) error {
+	var errs []error
+	for _, u := range units(svc) {
+		if err := d.rollout(svc, u.version, false); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.version, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// apply materializes a unit's files, prepares its environment and starts its replicas.
+func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log interface{ Info(string, ...any) }) error {
+	ic, dc, err := specOf(u.ic, u.dc)
 	if err != nil {
 		return err
 	}
@@ -68,13 +88,13 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, log interface{ 
 	if err != nil {
 		return err
 	}
-	genDir := filepath.Join(d.serviceDir(svc), fmt.Sprintf("g%d", svc.Generation))
-	modelDir, sourceDir, err := d.materialize(ctx, svc, genDir, ic != nil)
+	genDir := filepath.Join(d.unitDir(svc, u.version), fmt.Sprintf("g%d", u.generation))
+	modelDir, sourceDir, err := d.materialize(ctx, svc.Workspace, u, genDir, ic != nil)
 	if err != nil {
 		return err
 	}
 	spec := compute.Spec{
-		Key: Key(svc), Generation: svc.Generation, ModelDir: modelDir, Replicas: max(svc.Replicas, 1),
+		Key: keyOf(svc, u.version), Generation: u.generation, ModelDir: modelDir, Replicas: max(u.replicas, 1),
 		MaxConcurrentRequests: deref(dc.MaxConcurrentRequestsPerContainer), MaxQueueWait: dc.MaxQueueWait(),
 		ScoringTimeout: dc.ScoringTimeout(), CPU: deref(dc.ContainerResourceRequirements.CPU),
 		MemoryGB: deref(dc.ContainerResourceRequirements.MemoryInGB),
@@ -93,7 +113,6 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, log interface{ 
 	if err := d.configureFrontend(svc); err != nil {
 		return err
 	}
-	_ = dc
 	return target.Apply(ctx, spec)
 }
 
@@ -107,19 +126,20 @@ func deref[T any](p *T) T {
 
 // materialize writes the models (azureml-models/NAME/VERSION/...) and the source directory for a
 // generation. AZUREML_MODEL_DIR is NAME/VERSION for one model and azureml-models for several, as in Azure ML.
-func (d *Deployer) materialize(ctx context.Context, svc store.Service, genDir string, withSource bool) (modelDir, sourceDir string, err error) {
+func (d *Deployer) materialize(ctx context.Context, ws string, u unit, genDir string, withSource bool) (modelDir, sourceDir string, err error) {
 	tmp := genDir + ".tmp"
 	os.RemoveAll(tmp)
 	defer os.RemoveAll(tmp)
-	if _, err := os.Stat(genDir); err == nil {
-		os.RemoveAll(genDir) // a half-finished earlier attempt: redo it
+	os.RemoveAll(genDir) // a half-finished earlier attempt: redo it
+	if err := os.MkdirAll(filepath.Dir(genDir), 0o700); err != nil {
+		return "", "", err
 	}
 	root := filepath.Join(tmp, "azureml-models")
-	for _, ref := range svc.Models {
+	for _, ref := range u.models {
 		name, v, _ := strings.Cut(ref, ":")
 		var version int
 		fmt.Sscan(v, &version)
-		m, err := d.opts.Registry.Get(ctx, svc.Workspace, name, version)
+		m, err := d.opts.Registry.Get(ctx, ws, name, version)
 		if err != nil {
 			return "", "", fmt.Errorf("model %s: %w", ref, err)
 		}
@@ -128,7 +148,7 @@ func (d *Deployer) materialize(ctx context.Context, svc store.Service, genDir st
 		}
 	}
 	if withSource {
-		if err := d.unpack(ctx, svc.SourceSHA256, filepath.Join(tmp, "source")); err != nil {
+		if err := d.unpack(ctx, u.source, filepath.Join(tmp, "source")); err != nil {
 			return "", "", fmt.Errorf("source directory: %w", err)
 		}
 	}
@@ -136,8 +156,8 @@ func (d *Deployer) materialize(ctx context.Context, svc store.Service, genDir st
 		return "", "", err
 	}
 	modelDir = filepath.Join(genDir, "azureml-models")
-	if len(svc.Models) == 1 {
-		name, v, _ := strings.Cut(svc.Models[0], ":")
+	if len(u.models) == 1 {
+		name, v, _ := strings.Cut(u.models[0], ":")
 		modelDir = filepath.Join(modelDir, name, v)
 	}
 	if withSource {
@@ -162,30 +182,47 @@ func (d *Deployer) unpack(ctx context.Context, digest, dir string) error {
 	return archive.Unpack(rc, dir)
 }
 
-func (d *Deployer) cleanOldGenerations(svc store.Service) {
-	entries, _ := os.ReadDir(d.serviceDir(svc))
-	keep := fmt.Sprintf("g%d", svc.Generation)
+func (d *Deployer) cleanOldGenerations(svc store.Service, u unit) {
+	dir := d.unitDir(svc, u.version)
+	entries, _ := os.ReadDir(dir)
+	keep := fmt.Sprintf("g%d", u.generation)
 	for _, e := range entries {
 		if e.Name() != keep {
-			os.RemoveAll(filepath.Join(d.serviceDir(svc), e.Name()))
+			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// stopUnit stops one unit's replicas and removes its files.
+func (d *Deployer) stopUnit(svc store.Service, u unit) error {
+	if target, _, err := d.target(svc.ComputeTarget); err == nil {
+		if err := target.Delete(context.Background(), keyOf(svc, u.version)); err != nil {
+			return fmt.Errorf("stop replicas of %s/%s: %w", svc.Name, u.version, err)
+		}
+	}
+	os.RemoveAll(d.unitDir(svc, u.version))
+	return nil
 }
 
 // teardown stops the replicas, removes routing, files and the record.
 func (d *Deployer) teardown(svc store.Service) error {
 	ctx := context.Background()
 	d.opts.Frontend.Remove(svc)
-	if target, _, err := d.target(svc.ComputeTarget); err == nil {
-		if err := target.Delete(ctx, Key(svc)); err != nil {
-			return fmt.Errorf("stop replicas of %s: %w", svc.Name, err)
+	for _, u := range units(svc) {
+		if err := d.stopUnit(svc, u); err != nil {
+			return err
 		}
 	}
 	os.RemoveAll(d.serviceDir(svc))
 	if err := d.opts.Store.DeleteService(ctx, svc.Workspace, svc.Name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	d.opts.Registry.DropIfUnused(ctx, svc.SourceSHA256)
+	for _, u := range units(svc) {
+		d.opts.Registry.DropIfUnused(ctx, u.source)
+	}
+	d.mu.Lock()
+	delete(d.events, svc.Name)
+	d.mu.Unlock()
 	return nil
 }
 
@@ -207,92 +244,133 @@ func (d *Deployer) Recover(ctx context.Context) error {
 		return err
 	}
 	for _, svc := range services {
-		switch {
-		case svc.State == store.StateDeleting:
+		if svc.State == store.StateDeleting {
 			d.wg.Add(1)
 			go func() { defer d.wg.Done(); d.teardown(svc) }()
-		case svc.State == store.StateFailed && !strings.Contains(svc.Error, "previous generation keeps serving"):
-			// It never came up; starting it again would fail the same way.
-			d.configureFrontend(svc)
-		default:
-			svc.State, svc.UpdatedTime = store.StateTransitioning, d.opts.Now().UTC()
-			d.opts.Store.UpdateService(ctx, svc)
-			op := d.newOperation(svc.Workspace, "Restart", svc.Name)
-			if err := d.begin(svc.Name, op.ID); err != nil {
+			continue
+		}
+		d.configureFrontend(svc)
+		var todo []string
+		for _, u := range units(svc) {
+			// A unit whose model never loaded would fail the same way again.
+			if u.state == store.StateFailed && !strings.Contains(u.err, "previous generation keeps serving") {
 				continue
 			}
-			d.opts.Store.CreateOperation(ctx, op)
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
-				defer d.end(svc.Name)
-				d.finish(op, d.rollout(svc, false))
-			}()
+			todo = append(todo, u.version)
 		}
+		if len(todo) == 0 {
+			continue
+		}
+		svc, _ = d.mutate(ctx, svc.Workspace, svc.Name, func(s *store.Service) error {
+			for _, v := range todo {
+				setUnit(s, v, store.StateTransitioning, "", -1)
+			}
+			return nil
+		})
+		op := d.newOperation(svc.Workspace, "Restart", svc.Name)
+		if err := d.begin(svc.Name, op.ID); err != nil {
+			continue
+		}
+		d.opts.Store.CreateOperation(ctx, op)
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer d.end(svc.Name)
+			var errs []error
+			for _, v := range todo {
+				errs = append(errs, d.rollout(svc, v, false))
+			}
+			d.finish(op, errors.Join(errs...))
+		}()
 	}
 	return nil
 }
 
-// Observe folds a target's view into the service's state: Healthy ↔ Unhealthy as replicas come and go.
-func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Service, compute.Status) {
+// Observe folds the target's view into the recorded states (Healthy <-> Unhealthy as replicas
+// come and go) and returns the service with each unit's status.
+func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Service, map[string]compute.Status) {
 	target, _, err := d.target(svc.ComputeTarget)
 	if err != nil {
-		return svc, compute.Status{}
-	}
-	st, err := target.Status(ctx, Key(svc))
-	if err != nil {
-		return svc, compute.Status{}
+		return svc, nil
 	}
 	d.mu.Lock()
 	_, busy := d.busy[svc.Name]
 	d.mu.Unlock()
-	if busy || st.Generation != svc.Generation {
-		return svc, st
-	}
-	next := svc.State
-	switch {
-	case svc.State == store.StateHealthy && st.Ready == 0:
-		next = store.StateUnhealthy
-	case svc.State == store.StateUnhealthy && st.Ready > 0:
-		next = store.StateHealthy
-	}
-	if next != svc.State {
-		svc.State, svc.UpdatedTime = next, d.opts.Now().UTC()
-		if next == store.StateUnhealthy {
-			svc.Error = "no replica is ready; the supervisor is restarting them (see 'mlship service get-logs')"
-		} else {
-			svc.Error = ""
+	statuses := map[string]compute.Status{}
+	changes := map[string]string{}
+	for _, u := range units(svc) {
+		st, err := target.Status(ctx, keyOf(svc, u.version))
+		if err != nil {
+			continue
 		}
-		d.opts.Store.UpdateService(ctx, svc)
+		statuses[u.version] = st
+		if busy || st.Generation != u.generation {
+			continue
+		}
+		switch {
+		case u.state == store.StateHealthy && st.Ready == 0:
+			changes[u.version] = store.StateUnhealthy
+		case u.state == store.StateUnhealthy && st.Ready > 0:
+			changes[u.version] = store.StateHealthy
+		}
 	}
-	return svc, st
+	if len(changes) > 0 {
+		updated, err := d.mutate(ctx, svc.Workspace, svc.Name, func(s *store.Service) error {
+			for v, state := range changes {
+				msg := ""
+				if state == store.StateUnhealthy {
+					msg = "no replica is ready; the supervisor is restarting them (see 'mlship service get-logs')"
+				}
+				setUnit(s, v, state, msg, -1)
+			}
+			return nil
+		})
+		if err == nil {
+			svc = updated
+		}
+	}
+	return svc, statuses
 }
 
 // Scale records a replica count decided by the autoscaler and applies it.
-func (d *Deployer) Scale(ctx context.Context, svc store.Service, replicas int) error {
+func (d *Deployer) Scale(ctx context.Context, svc store.Service, version string, replicas int) error {
+	u, ok := unitOf(svc, version)
+	if !ok {
+		return errdefs.NotFound("%s has no version %q", svc.Name, version)
+	}
 	target, _, err := d.target(svc.ComputeTarget)
 	if err != nil {
 		return err
 	}
-	if err := target.Scale(ctx, Key(svc), replicas); err != nil {
+	if err := target.Scale(ctx, keyOf(svc, version), replicas); err != nil {
 		return err
 	}
-	d.Event(svc.Name, "scaled from %d to %d replicas", svc.Replicas, replicas)
-	cur, err := d.opts.Store.GetService(ctx, svc.Workspace, svc.Name)
-	if err != nil {
-		return err
-	}
-	cur.Replicas = replicas
-	return d.opts.Store.UpdateService(ctx, cur)
+	d.Event(svc.Name, "%s scaled from %d to %d replicas", version, u.replicas, replicas)
+	_, err = d.mutate(ctx, svc.Workspace, svc.Name, func(s *store.Service) error {
+		setUnit(s, version, "", "", replicas)
+		return nil
+	})
+	return err
 }
 
-// Logs returns a service's replica logs.
-func (d *Deployer) Logs(ctx context.Context, svc store.Service, o compute.LogOptions) (string, error) {
+// Logs returns a unit's replica logs (the default version's for an endpoint when version is "").
+func (d *Deployer) Logs(ctx context.Context, svc store.Service, version string, o compute.LogOptions) (string, error) {
 	target, _, err := d.target(svc.ComputeTarget)
 	if err != nil {
 		return "", err
 	}
-	text, err := target.Logs(ctx, Key(svc), o)
+	if version == "" {
+		version = svc.Name
+		for _, v := range svc.Versions {
+			if v.IsDefault {
+				version = v.Name
+			}
+		}
+	}
+	if _, ok := unitOf(svc, version); !ok {
+		return "", errdefs.NotFound("%s has no version %q", svc.Name, version)
+	}
+	text, err := target.Logs(ctx, keyOf(svc, version), o)
 	if o.Init {
 		return text, err
 	}

@@ -20,7 +20,26 @@ type frontend struct {
 	downscale time.Duration // 0: the router's default (60 s)
 }
 
-func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string, downscale time.Duration) router.ServiceConfig {
+func scaleSpec(dc *config.DeploymentConfig, downscale time.Duration) router.ScaleSpec {
+	if dc.NumReplicas != nil {
+		return router.ScaleSpec{NumReplicas: *dc.NumReplicas}
+	}
+	lo, hi := dc.Replicas()
+	scale := router.ScaleSpec{Autoscale: true, MinReplicas: lo, MaxReplicas: hi, DownscaleDelay: downscale}
+	if dc.AutoScaler.TargetUtilization != nil {
+		scale.TargetUtilization = *dc.AutoScaler.TargetUtilization
+	}
+	if dc.AutoScaler.RefreshPeriodInSeconds != nil {
+		scale.RefreshPeriod = time.Duration(*dc.AutoScaler.RefreshPeriodInSeconds) * time.Second
+	}
+	return scale
+}
+
+// routerConfig is what the router needs of a service: auth from the service's (endpoint's) own
+// deployment config, limits from the default version's, and every version with its traffic.
+// A version takes its share of traffic only once it is serving.
+func routerConfig(svc store.Service, keys []string, downscale time.Duration) router.ServiceConfig {
+	dc := deploy.DeploymentConfigOf(svc.DeploymentConfig)
 	auth := router.AuthConfig{KeyAuth: dc.AuthEnabled == nil || *dc.AuthEnabled, TokenAuth: dc.TokenAuthEnabled != nil && *dc.TokenAuthEnabled}
 	if auth.TokenAuth {
 		auth.KeyAuth = false
@@ -28,27 +47,30 @@ func routerConfig(svc store.Service, dc *config.DeploymentConfig, keys []string,
 	if auth.KeyAuth {
 		auth.Keys = keys
 	}
-	scale := router.ScaleSpec{}
-	if dc.NumReplicas != nil {
-		scale.NumReplicas = *dc.NumReplicas
-	} else {
-		lo, hi := dc.Replicas()
-		scale = router.ScaleSpec{Autoscale: true, MinReplicas: lo, MaxReplicas: hi, DownscaleDelay: downscale}
-		if dc.AutoScaler.TargetUtilization != nil {
-			scale.TargetUtilization = *dc.AutoScaler.TargetUtilization
+	limitsFrom := dc
+	var versions []router.VersionConfig
+	if !svc.IsEndpoint() {
+		versions = []router.VersionConfig{{Name: svc.Name, Scale: scaleSpec(dc, downscale)}}
+	}
+	for _, v := range svc.Versions {
+		vdc := deploy.DeploymentConfigOf(v.DeploymentConfig)
+		if v.IsDefault {
+			limitsFrom = vdc
 		}
-		if dc.AutoScaler.RefreshPeriodInSeconds != nil {
-			scale.RefreshPeriod = time.Duration(*dc.AutoScaler.RefreshPeriodInSeconds) * time.Second
+		vc := router.VersionConfig{Name: v.Name, IsDefault: v.IsDefault, IsControl: v.IsControl, Scale: scaleSpec(vdc, downscale)}
+		if v.State == store.StateHealthy || v.State == store.StateUnhealthy {
+			vc.TrafficPercentile, vc.MirrorPercentile = v.TrafficPercentile, v.MirrorPercentile
 		}
+		versions = append(versions, vc)
 	}
 	return router.ServiceConfig{
 		Name: svc.Name, Workspace: svc.Workspace, Auth: auth,
 		Limits: router.Limits{
-			MaxConcurrentRequestsPerContainer: deref(dc.MaxConcurrentRequestsPerContainer),
-			MaxQueueWait:                      dc.MaxQueueWait(),
-			ScoringTimeout:                    dc.ScoringTimeout(),
+			MaxConcurrentRequestsPerContainer: deref(limitsFrom.MaxConcurrentRequestsPerContainer),
+			MaxQueueWait:                      limitsFrom.MaxQueueWait(),
+			ScoringTimeout:                    limitsFrom.ScoringTimeout(),
 		},
-		Versions: []router.VersionConfig{{Name: svc.Name, Scale: scale}},
+		Versions: versions,
 	}
 }
 
@@ -60,8 +82,8 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func (f *frontend) Configure(svc store.Service, dc *config.DeploymentConfig, keys []string) {
-	if err := f.r.SetService(routerConfig(svc, dc, keys, f.downscale)); err != nil {
+func (f *frontend) Configure(svc store.Service, keys []string) {
+	if err := f.r.SetService(routerConfig(svc, keys, f.downscale)); err != nil {
 		f.log.Error("configure router", "service", svc.Name, "err", err)
 	}
 }
@@ -89,10 +111,14 @@ func (sc scaler) Scale(ctx context.Context, service, version string, replicas in
 	if err != nil {
 		return err
 	}
-	if svc.State != store.StateHealthy && svc.State != store.StateUnhealthy {
-		return fmt.Errorf("service %s is %s; not scaling now", service, svc.State)
+	state := svc.State
+	if v, _, ok := svc.Version(version); ok {
+		state = v.State
 	}
-	return sc.s.deployer.Scale(ctx, svc, replicas)
+	if state != store.StateHealthy && state != store.StateUnhealthy {
+		return fmt.Errorf("%s/%s is %s; not scaling now", service, version, state)
+	}
+	return sc.s.deployer.Scale(ctx, svc, version, replicas)
 }
 
 // findService finds a service by name in any workspace (names are unique on a server).

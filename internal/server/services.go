@@ -12,7 +12,6 @@ import (
 
 	"github.com/mlship/mlship/api"
 	"github.com/mlship/mlship/internal/compute"
-	"github.com/mlship/mlship/internal/config"
 	"github.com/mlship/mlship/internal/deploy"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/store"
@@ -50,22 +49,29 @@ func (s *Server) acceptedOp(ws string, op store.Operation) accepted {
 	return accepted{op: toAPIOperation(op), location: "/api/v1/workspaces/" + url.PathEscape(ws) + "/operations/" + op.ID}
 }
 
-func (s *Server) toAPIService(svc store.Service, st compute.Status) api.Service {
+func (s *Server) toAPIService(svc store.Service, st map[string]compute.Status) api.Service {
 	base := s.ScoringURL() + "/api/v1/service/" + svc.Name
-	var dc config.DeploymentConfig
-	json.Unmarshal(svc.DeploymentConfig, &dc)
+	dc := deploy.DeploymentConfigOf(svc.DeploymentConfig)
 	out := api.Service{
 		Name: svc.Name, ComputeType: svc.ComputeType, ComputeTargetName: svc.ComputeTarget, State: svc.State, Error: svc.Error,
 		ScoringURI: base + "/score", SwaggerURI: base + "/swagger.json",
 		TokenAuthEnabled: dc.TokenAuthEnabled != nil && *dc.TokenAuthEnabled,
 		Models:           svc.Models, DeploymentConfig: svc.DeploymentConfig, InferenceConfig: svc.InferenceConfig,
-		Replicas:    api.Replicas{Desired: svc.Replicas, Ready: st.Ready},
+		Replicas:    api.Replicas{Desired: svc.Replicas, Ready: st[svc.Name].Ready},
 		Description: svc.Description, Tags: svc.Tags, Properties: svc.Properties,
 		CreatedTime: svc.CreatedTime, UpdatedTime: svc.UpdatedTime,
 	}
 	out.AuthEnabled = !out.TokenAuthEnabled && (dc.AuthEnabled == nil || *dc.AuthEnabled)
-	if st.Desired > 0 {
-		out.Replicas.Desired = st.Desired
+	if d := st[svc.Name].Desired; d > 0 {
+		out.Replicas.Desired = d
+	}
+	if svc.IsEndpoint() {
+		out.Replicas, out.Models = api.Replicas{}, nil
+		for _, v := range svc.Versions {
+			out.Replicas.Desired += max(v.Replicas, st[v.Name].Desired)
+			out.Replicas.Ready += st[v.Name].Ready
+			out.Models = append(out.Models, v.Models...)
+		}
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}
@@ -108,21 +114,41 @@ func (s *Server) getService(r *http.Request) (any, error) {
 	return s.toAPIService(svc, st), nil
 }
 
-// readDeploy reads a deploy/update upload: the JSON spec, then optionally the source tar and its digest.
-func (s *Server) readDeploy(r *http.Request, update bool) (deploy.Request, *deploy.Source, error) {
+// readUpload reads a multipart upload: the JSON spec part into spec, then optionally the source
+// directory's tar ("content") and its digest ("sha256").
+func readUpload(r *http.Request, specPart string, spec any) (*deploy.Source, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return deploy.Request{}, nil, errdefs.Invalid("a deploy must be multipart/form-data with a %q part: %v", api.PartService, err)
+		return nil, errdefs.Invalid("the request must be multipart/form-data with a %q part: %v", specPart, err)
 	}
-	part, err := nextPart(mr, api.PartService)
+	part, err := nextPart(mr, specPart)
 	if err != nil {
-		return deploy.Request{}, nil, err
+		return nil, err
 	}
-	var in api.DeployRequest
 	dec := json.NewDecoder(io.LimitReader(part, maxJSONBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return deploy.Request{}, nil, errdefs.Invalid("part %q is not a valid deploy request: %v", api.PartService, err)
+	if err := dec.Decode(spec); err != nil {
+		return nil, errdefs.Invalid("part %q is not valid: %v", specPart, err)
+	}
+	content, err := mr.NextPart()
+	if errors.Is(err, io.EOF) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errdefs.Invalid("upload is broken: %w", err)
+	}
+	if content.FormName() != api.PartContent {
+		return nil, errdefs.Invalid("upload has part %q where %q was expected", content.FormName(), api.PartContent)
+	}
+	return &deploy.Source{Content: content, Digest: digestPart(mr)}, nil
+}
+
+// readDeploy reads a deploy/update upload.
+func (s *Server) readDeploy(r *http.Request, update bool) (deploy.Request, *deploy.Source, error) {
+	var in api.DeployRequest
+	src, err := readUpload(r, api.PartService, &in)
+	if err != nil {
+		return deploy.Request{}, nil, err
 	}
 	if update {
 		in.Name = r.PathValue("name")
@@ -137,20 +163,7 @@ func (s *Server) readDeploy(r *http.Request, update bool) (deploy.Request, *depl
 	} else if req.Inference, req.Deployment, err = deploy.ParseRequest(in.Name, in.Models, in.InferenceConfig, in.DeploymentConfig); err != nil {
 		return req, nil, err
 	}
-	if req.Deployment != nil && req.Deployment.IsEndpoint() {
-		return req, nil, errdefs.WithKind(errdefs.ErrNotImplemented, errors.New("computeType AKSENDPOINT (endpoints with versions) is not supported yet; deploy with computeType AKS"))
-	}
-	content, err := mr.NextPart()
-	if errors.Is(err, io.EOF) {
-		return req, nil, nil
-	}
-	if err != nil {
-		return req, nil, errdefs.Invalid("deploy upload is broken: %w", err)
-	}
-	if content.FormName() != api.PartContent {
-		return req, nil, errdefs.Invalid("deploy upload has part %q where %q was expected", content.FormName(), api.PartContent)
-	}
-	return req, &deploy.Source{Content: content, Digest: digestPart(mr)}, nil
+	return req, src, nil
 }
 
 func digestPart(mr *multipart.Reader) func() (string, error) {
@@ -229,7 +242,7 @@ func (s *Server) serviceLogs(r *http.Request) (any, error) {
 			return nil, errdefs.Invalid("tail must be a whole number of lines, not %q", t)
 		}
 	}
-	text, err := s.deployer.Logs(r.Context(), svc, o)
+	text, err := s.deployer.Logs(r.Context(), svc, r.URL.Query().Get("version"), o)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +254,7 @@ func (s *Server) serviceKeys(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if api := s.toAPIService(svc, compute.Status{}); !api.AuthEnabled {
+	if api := s.toAPIService(svc, nil); !api.AuthEnabled {
 		return nil, errdefs.Invalid("service %q does not use key auth (authEnabled is false); use get-access-token for token auth", svc.Name)
 	}
 	p, sec, err := s.deployer.PlainKeys(svc)
@@ -275,7 +288,7 @@ func (s *Server) serviceToken(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if api := s.toAPIService(svc, compute.Status{}); !api.TokenAuthEnabled {
+	if api := s.toAPIService(svc, nil); !api.TokenAuthEnabled {
 		return nil, errdefs.Invalid("service %q does not use token auth; set tokenAuthEnabled: true in its deployment config (keys: 'mlship service get-keys')", svc.Name)
 	}
 	tok, err := s.tokens.IssueToken(svc.Name, svc.Workspace, s.opts.Now())

@@ -46,6 +46,48 @@ type Service struct {
 	Replicas         int   // the last replica count decided (autoscaler or numReplicas)
 	CreatedTime      time.Time
 	UpdatedTime      time.Time
+	// Versions are an endpoint's versions (ComputeType AKSENDPOINT); empty for a plain service,
+	// whose one set of replicas is described by the fields above.
+	Versions []EndpointVersion
+}
+
+// Service compute types, as Azure ML names them.
+const (
+	ComputeTypeAKS      = "AKS"
+	ComputeTypeEndpoint = "AKSENDPOINT"
+)
+
+// IsEndpoint reports whether the service is an endpoint with versions.
+func (s Service) IsEndpoint() bool { return s.ComputeType == ComputeTypeEndpoint }
+
+// EndpointVersion is one version of an endpoint: its own models, configs, replicas and state,
+// and its share of the endpoint's traffic.
+type EndpointVersion struct {
+	Name              string          `json:"name"`
+	Models            []string        `json:"models"`
+	InferenceConfig   json.RawMessage `json:"inferenceConfig,omitempty"`
+	DeploymentConfig  json.RawMessage `json:"deploymentConfig,omitempty"`
+	SourceSHA256      string          `json:"sourceSha256,omitempty"`
+	Generation        int64           `json:"generation"`
+	Replicas          int             `json:"replicas"`
+	State             string          `json:"state"`
+	Error             string          `json:"error,omitempty"`
+	TrafficPercentile float64         `json:"trafficPercentile"`
+	IsDefault         bool            `json:"isDefault"`
+	IsControl         bool            `json:"isControl"`
+	MirrorPercentile  float64         `json:"mirrorPercentile,omitempty"`
+	CreatedTime       time.Time       `json:"createdTime"`
+	UpdatedTime       time.Time       `json:"updatedTime"`
+}
+
+// Version returns the endpoint version called name.
+func (s Service) Version(name string) (EndpointVersion, int, bool) {
+	for i, v := range s.Versions {
+		if v.Name == name {
+			return v, i, true
+		}
+	}
+	return EndpointVersion{}, -1, false
 }
 
 // Operation tracks a long-running change (deploy, update, delete).

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/mlship/mlship/internal/cli/cmdutil"
 	"github.com/mlship/mlship/internal/scoring"
+	"github.com/mlship/mlship/internal/scoring/python"
 )
 
 // ReadyPrefix starts the one machine-readable line printed on stderr once the replica is ready;
@@ -145,6 +148,12 @@ func scoreRun(ctx context.Context, opts *Options) error {
 	}
 	if err != nil {
 		return err
+	}
+	if srv.Platform() == python.Platform && os.Getenv("GOMAXPROCS") == "" {
+		// With entry scripts the model runs in the Python processes and this one only moves bytes:
+		// one P avoids the cross-thread wake-ups and work stealing that cost more CPU than the
+		// work itself (measured in bench/scoring), leaving the cores to the workers.
+		runtime.GOMAXPROCS(1)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()

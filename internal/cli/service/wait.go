@@ -31,6 +31,25 @@ func poll(ctx context.Context, c *api.Client, ws string, op api.Operation, tick 
 	return op, nil
 }
 
+// WaitOperation follows an operation to its end with progress on stderr; an error when it ends Failed.
+func WaitOperation(ctx context.Context, f *cmdutil.Factory, c *api.Client, op api.Operation, noWait bool) error {
+	if noWait {
+		fmt.Fprintf(f.IO.ErrOut, "%s of %s started (operation %s)\n", op.OperationType, op.ServiceName, op.ID)
+		return nil
+	}
+	start := time.Now()
+	op, err := poll(ctx, c, f.Workspace(), op, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f.IO.ErrOut, "%s of %s %s after %.1fs\n", op.OperationType, op.ServiceName, op.State, time.Since(start).Seconds())
+	if op.State != "Succeeded" {
+		return cmdutil.WithHint(fmt.Errorf("%s of %s ended %s: %s", op.OperationType, op.ServiceName, op.State, op.Error),
+			"see 'mlship endpoint show -n %s' and 'mlship service get-logs -n %s'", op.ServiceName, op.ServiceName)
+	}
+	return nil
+}
+
 // Wait follows a deploy or update to its end, as Azure's wait_for_deployment(show_output=True):
 // progress on stderr, the service on stdout, and an error (non-zero exit) when it ends Failed.
 func Wait(ctx context.Context, f *cmdutil.Factory, c *api.Client, op api.Operation, noWait bool) error {

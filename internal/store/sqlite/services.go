@@ -11,15 +11,19 @@ import (
 )
 
 const serviceCols = `workspace, name, compute_type, compute_target, state, error, models, inference_config, deployment_config,
-	source_sha256, primary_key, secondary_key, description, tags, properties, generation, replicas, created_time, updated_time`
+	source_sha256, primary_key, secondary_key, description, tags, properties, generation, replicas, created_time, updated_time, versions`
 
 func serviceArgs(s store.Service) []any {
 	models, _ := json.Marshal(s.Models)
 	tags, _ := json.Marshal(nonNil(s.Tags))
 	props, _ := json.Marshal(nonNil(s.Properties))
+	versions := []byte("[]")
+	if len(s.Versions) > 0 {
+		versions, _ = json.Marshal(s.Versions)
+	}
 	return []any{s.Workspace, s.Name, s.ComputeType, s.ComputeTarget, s.State, s.Error, string(models),
 		rawOr(s.InferenceConfig), rawOr(s.DeploymentConfig), s.SourceSHA256, s.PrimaryKey, s.SecondaryKey,
-		s.Description, string(tags), string(props), s.Generation, s.Replicas, fmtTime(s.CreatedTime), fmtTime(s.UpdatedTime)}
+		s.Description, string(tags), string(props), s.Generation, s.Replicas, fmtTime(s.CreatedTime), fmtTime(s.UpdatedTime), string(versions)}
 }
 
 func rawOr(r json.RawMessage) string {
@@ -31,9 +35,9 @@ func rawOr(r json.RawMessage) string {
 
 func scanService(r scanner) (store.Service, error) {
 	var s store.Service
-	var models, inf, dep, tags, props, created, updated string
+	var models, inf, dep, tags, props, created, updated, versions string
 	err := r.Scan(&s.Workspace, &s.Name, &s.ComputeType, &s.ComputeTarget, &s.State, &s.Error, &models, &inf, &dep,
-		&s.SourceSHA256, &s.PrimaryKey, &s.SecondaryKey, &s.Description, &tags, &props, &s.Generation, &s.Replicas, &created, &updated)
+		&s.SourceSHA256, &s.PrimaryKey, &s.SecondaryKey, &s.Description, &tags, &props, &s.Generation, &s.Replicas, &created, &updated, &versions)
 	if err != nil {
 		return s, err
 	}
@@ -42,7 +46,7 @@ func scanService(r scanner) (store.Service, error) {
 	for _, f := range []struct {
 		src string
 		dst any
-	}{{models, &s.Models}, {tags, &s.Tags}, {props, &s.Properties}} {
+	}{{models, &s.Models}, {tags, &s.Tags}, {props, &s.Properties}, {versions, &s.Versions}} {
 		if err := json.Unmarshal([]byte(f.src), f.dst); err != nil {
 			return s, err
 		}
@@ -60,7 +64,7 @@ func (s *Store) CreateService(ctx context.Context, svc store.Service) error {
 		if n == 0 {
 			return errdefs.NotFound("workspace %q not found", svc.Workspace)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, serviceArgs(svc)...)
+		_, err := tx.ExecContext(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, serviceArgs(svc)...)
 		if isUnique(err) {
 			return errdefs.Conflict("service %q already exists (service names are unique on a server, as scoring URIs hold only the name)", svc.Name)
 		}
@@ -100,7 +104,7 @@ func (s *Store) UpdateService(ctx context.Context, svc store.Service) error {
 	args := serviceArgs(svc)
 	res, err := s.db.ExecContext(ctx, `UPDATE services SET compute_type=?, compute_target=?, state=?, error=?, models=?, inference_config=?,
 		deployment_config=?, source_sha256=?, primary_key=?, secondary_key=?, description=?, tags=?, properties=?, generation=?, replicas=?,
-		created_time=?, updated_time=? WHERE workspace = ? AND name = ?`, append(args[2:], svc.Workspace, svc.Name)...)
+		created_time=?, updated_time=?, versions=? WHERE workspace = ? AND name = ?`, append(args[2:], svc.Workspace, svc.Name)...)
 	if err != nil {
 		return err
 	}
@@ -125,7 +129,8 @@ func (s *Store) DeleteService(ctx context.Context, workspace, name string) error
 // ServicesWithDigest implements store.Store.
 func (s *Store) ServicesWithDigest(ctx context.Context, sha256 string) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM services WHERE source_sha256 = ?`, sha256).Scan(&n)
+	// An endpoint's versions keep their sources in the versions JSON.
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM services WHERE source_sha256 = ? OR instr(versions, ?) > 0`, sha256, `"sourceSha256":"`+sha256+`"`).Scan(&n)
 	return n, err
 }
 

@@ -48,6 +48,22 @@ func testServices(t *testing.T, s store.Store) {
 	if n, err := s.ServicesWithDigest(ctx(), "src"); err != nil || n != 1 {
 		t.Fatalf("ServicesWithDigest = %d, %v", n, err)
 	}
+	ep := service("ws", "ep")
+	ep.ComputeType, ep.SourceSHA256 = store.ComputeTypeEndpoint, ""
+	ep.Versions = []store.EndpointVersion{{Name: "blue", Models: []string{"m:1"}, SourceSHA256: "vsrc", TrafficPercentile: 20, IsDefault: true, IsControl: true, State: store.StateHealthy, CreatedTime: t0}}
+	if err := s.CreateService(ctx(), ep); err != nil {
+		t.Fatal(err)
+	}
+	gotEp, _ := s.GetService(ctx(), "ws", "ep")
+	if v, _, ok := gotEp.Version("blue"); !gotEp.IsEndpoint() || !ok || v.TrafficPercentile != 20 || !v.IsDefault || v.Models[0] != "m:1" || !v.CreatedTime.Equal(t0) {
+		t.Fatalf("endpoint versions round trip: %+v", gotEp.Versions)
+	}
+	if n, _ := s.ServicesWithDigest(ctx(), "vsrc"); n != 1 {
+		t.Fatalf("a version's source digest is not counted as a reference: %d", n)
+	}
+	if err := s.DeleteService(ctx(), "ws", "ep"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CreateService(ctx(), service("ws", "other")); err != nil {
 		t.Fatal(err)
 	}
