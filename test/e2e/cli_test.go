@@ -82,7 +82,6 @@ func startCLI(t *testing.T) *cli {
 	}
 }
 
-
 func write(t *testing.T, path, body string) string {
 	t.Helper()
 	os.MkdirAll(filepath.Dir(path), 0o755)
