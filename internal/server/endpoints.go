@@ -18,6 +18,7 @@ func (s *Server) routesEndpoints(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/workspaces/{ws}/endpoints/{name}/versions", s.limitBody(s.wrap(s.createVersion)))
 	mux.Handle("PATCH /api/v1/workspaces/{ws}/endpoints/{name}/versions/{version}", s.limitBody(s.wrap(s.updateVersion)))
 	mux.Handle("DELETE /api/v1/workspaces/{ws}/endpoints/{name}/versions/{version}", s.wrap(s.deleteVersion))
+	mux.Handle("GET /api/v1/workspaces/{ws}/endpoints/{name}/metrics", s.wrap(s.endpointMetrics))
 }
 
 func (s *Server) toAPIEndpoint(svc store.Service, st map[string]compute.Status) api.Endpoint {

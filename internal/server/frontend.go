@@ -9,6 +9,7 @@ import (
 	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/config"
 	"github.com/mlship/mlship/internal/deploy"
+	"github.com/mlship/mlship/internal/monitor"
 	"github.com/mlship/mlship/internal/router"
 	"github.com/mlship/mlship/internal/store"
 )
@@ -18,6 +19,8 @@ type frontend struct {
 	r         *router.Router
 	log       *slog.Logger
 	downscale time.Duration // 0: the router's default (60 s)
+	insights  *insights
+	monitor   *monitor.Recorder
 }
 
 func scaleSpec(dc *config.DeploymentConfig, downscale time.Duration) router.ScaleSpec {
@@ -83,12 +86,17 @@ func deref[T any](p *T) T {
 }
 
 func (f *frontend) Configure(svc store.Service, keys []string) {
+	f.insights.configure(svc)
 	if err := f.r.SetService(routerConfig(svc, keys, f.downscale)); err != nil {
 		f.log.Error("configure router", "service", svc.Name, "err", err)
 	}
 }
 
-func (f *frontend) Remove(svc store.Service) { f.r.RemoveService(svc.Name) }
+func (f *frontend) Remove(svc store.Service) {
+	f.r.RemoveService(svc.Name)
+	f.insights.remove(svc.Name)
+	f.monitor.Forget(svc.Name)
+}
 
 // onReplicas forwards a target's replica set to the router.
 func (f *frontend) onReplicas(key compute.Key, reps []compute.Replica) {

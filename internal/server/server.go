@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/mlship/mlship/internal/auth"
+	"github.com/mlship/mlship/internal/collect"
 	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/compute/local"
 	"github.com/mlship/mlship/internal/deploy"
 	"github.com/mlship/mlship/internal/env"
 	"github.com/mlship/mlship/internal/errdefs"
+	"github.com/mlship/mlship/internal/monitor"
 	"github.com/mlship/mlship/internal/registry"
 	"github.com/mlship/mlship/internal/registry/blob"
 	"github.com/mlship/mlship/internal/router"
@@ -58,6 +60,9 @@ type Server struct {
 	deployer *deploy.Deployer
 	tokens   *auth.TokenSigner
 	scaler   *router.Autoscaler
+	insights *insights
+	monitor  *monitor.Recorder
+	collect  *collect.Collector
 	// AdminToken is set only when this start created the first admin token; it is shown once.
 	AdminToken string
 }
@@ -119,8 +124,11 @@ func (s *Server) wire() error {
 	if s.tokens, err = auth.NewTokenSigner(key); err != nil {
 		return err
 	}
+	s.insights = newInsights()
+	s.monitor = monitor.New(monitor.Options{Now: s.opts.Now})
+	s.collect = collect.New(filepath.Join(s.opts.DataDir, "modeldata"), collect.Options{Now: s.opts.Now})
 	s.router = router.New(router.Options{Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens})
-	fe := &frontend{r: s.router, log: s.log, downscale: s.opts.DownscaleDelay}
+	fe := &frontend{r: s.router, log: s.log, downscale: s.opts.DownscaleDelay, insights: s.insights, monitor: s.monitor}
 	s.local, err = local.New(local.Options{
 		Binary: s.opts.ScoreBinary, LogDir: filepath.Join(s.opts.DataDir, "logs"), Logger: s.log.With("component", "local"),
 		OnReplicas: fe.onReplicas, ReadyTimeout: s.opts.ReplicaReadyTimeout,
@@ -173,6 +181,7 @@ func (s *Server) Close() error {
 	s.deployer.Close()
 	s.local.Close()
 	s.router.Close()
+	s.collect.Close()
 	return s.store.Close()
 }
 
@@ -262,10 +271,10 @@ func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 		s.log.Error("restart services", "err", err)
 	}
 	s.Background(bctx)
-	s.log.Info("control plane listening", "addr", ln.Addr().String(), "scoring", sln.Addr().String(), "dataDir", s.opts.DataDir)
 	if ready != nil {
 		ready(ln.Addr())
 	}
+	s.log.Info("control plane listening", "addr", ln.Addr().String(), "scoring", sln.Addr().String(), "dataDir", s.opts.DataDir)
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
