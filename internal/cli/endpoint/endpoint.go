@@ -22,7 +22,7 @@ func NewCmdEndpoint(f *cmdutil.Factory) *cobra.Command {
 share of the traffic (Azure ML's AksEndpoint). Create one with 'mlship model deploy' and a deployment
 config whose computeType is AKSENDPOINT (with versionName and trafficPercentile).`,
 	}
-	cmd.AddCommand(newCmdList(f), newCmdShow(f), newCmdCreateVersion(f), newCmdUpdateVersion(f), newCmdDeleteVersion(f))
+	cmd.AddCommand(newCmdList(f), newCmdShow(f), newCmdCreateVersion(f), newCmdUpdateVersion(f), newCmdDeleteVersion(f), newCmdMetrics(f))
 	return cmd
 }
 
