@@ -24,6 +24,7 @@ type replica struct {
 	ready    bool
 	removed  bool // no longer listed: finishes its in-flight requests, gets no new ones
 	inflight int
+	conns    *connPool // keep-alive connections for the fast path; nil for https replicas
 }
 
 // waiter is a queued request; the pool hands it a replica (or nil when the pool closes).
@@ -204,7 +205,7 @@ func (p *pool) dispatchLocked() {
 
 // setReplicas replaces the replica set. Replicas keep their identity (and in-flight count)
 // by ID while their URL is unchanged; dropped ones drain.
-func (p *pool) setReplicas(reps []Replica, urls []*url.URL) {
+func (p *pool) setReplicas(reps []Replica, urls []*url.URL, newConns func(*url.URL) *connPool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := make(map[string]*replica, len(p.replicas))
@@ -217,13 +218,16 @@ func (p *pool) setReplicas(reps []Replica, urls []*url.URL) {
 		if r != nil && *r.target == *urls[i] {
 			delete(old, rep.ID)
 		} else {
-			r = &replica{id: rep.ID, target: urls[i]}
+			r = &replica{id: rep.ID, target: urls[i], conns: newConns(urls[i])}
 		}
 		r.ready = rep.Ready
 		next = append(next, r)
 	}
 	for _, r := range old {
 		r.removed, r.ready = true, false
+		if r.conns != nil {
+			r.conns.close() // in-flight connections close as they finish
+		}
 	}
 	p.replicas = next
 	p.rr = 0
@@ -241,6 +245,11 @@ func (p *pool) setMaxConc(n int) {
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	for _, r := range p.replicas {
+		if r.conns != nil {
+			r.conns.close()
+		}
+	}
 	for _, w := range p.waiters {
 		w.ch <- nil
 	}

@@ -29,6 +29,8 @@ type Router struct {
 	services atomic.Pointer[map[string]*service] // copy-on-write, read lock-free per request
 	pools    map[poolKey]*pool                   // guarded by mu; outlive config changes
 
+	dialer *net.Dialer
+
 	baseCtx   context.Context // parent of mirrored copies; cancelled by Close
 	cancel    context.CancelFunc
 	mirrorsWG sync.WaitGroup
@@ -76,7 +78,8 @@ func New(opts Options) *Router {
 	}
 	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	r := &Router{
-		opts: opts,
+		opts:   opts,
+		dialer: dialer,
 		transport: &http.Transport{
 			DialContext:         dialer.DialContext,
 			MaxIdleConns:        0, // no global cap; per-replica cap below
@@ -103,6 +106,17 @@ func (r *Router) Close() error {
 	r.cancel()
 	r.mirrorsWG.Wait()
 	r.transport.CloseIdleConnections()
+	r.mu.Lock()
+	for _, p := range r.pools {
+		p.mu.Lock()
+		for _, rep := range p.replicas {
+			if rep.conns != nil {
+				rep.conns.close()
+			}
+		}
+		p.mu.Unlock()
+	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -229,7 +243,7 @@ func (r *Router) SetReplicas(serviceName, versionName string, replicas []Replica
 		r.pools[k] = p
 	}
 	r.mu.Unlock()
-	p.setReplicas(replicas, urls)
+	p.setReplicas(replicas, urls, r.newConnPool)
 	return nil
 }
 
@@ -267,4 +281,15 @@ func (r *Router) configured() []configuredVersion {
 type configuredVersion struct {
 	service, version string
 	spec             ScaleSpec
+}
+
+func (r *Router) newConnPool(u *url.URL) *connPool {
+	if u.Scheme != "http" {
+		return nil // TLS goes through http.Transport
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	return newConnPool(host, r.dialer, r.opts.MaxIdleConnsPerReplica)
 }

@@ -19,7 +19,10 @@ const servicePrefix = "/api/v1/service/"
 // VersionHeader pins a request to an endpoint version (Azure's header).
 const VersionHeader = "azureml-model-deployment"
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var (
+	bufPool  = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+)
 
 // ServeHTTP routes:
 //
@@ -98,8 +101,32 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // request waits (a config change), the request is routed again under the new config.
 func (r *Router) route(w http.ResponseWriter, req *http.Request, svc *service, st *serviceState, sub string, start time.Time) {
 	pinned := req.Header.Get(VersionHeader)
-	var body []byte // buffered only when a copy is mirrored
+	// Bodies of known, modest length are read before a replica is taken (a slow client holds
+	// no replica slot) and feed the fast path; others stream, or are read only to mirror them.
+	var body []byte
 	buffered := false
+	if n := req.ContentLength; n >= 0 && n <= fastBodyMax {
+		bp := bodyPool.Get().(*[]byte)
+		if int64(cap(*bp)) < n {
+			*bp = make([]byte, n)
+		}
+		body = (*bp)[:n]
+		defer func() {
+			if cap(*bp) <= 64<<10 {
+				bodyPool.Put(bp)
+			}
+		}()
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			if req.Context().Err() != nil {
+				st.m.observe(499, start)
+				return
+			}
+			writeError(w, http.StatusBadRequest, "BadRequest", "the request body could not be read: "+err.Error())
+			st.m.observe(http.StatusBadRequest, start)
+			return
+		}
+		buffered = true
+	}
 	for attempt := 0; ; attempt++ {
 		var v *version
 		if pinned != "" {
@@ -257,6 +284,10 @@ func outHeader(in http.Header) http.Header {
 
 func (r *Router) forward(w http.ResponseWriter, req *http.Request, st *serviceState, v *version, rep *replica, sub string, body []byte, buffered bool, start time.Time) {
 	defer v.pool.release(rep)
+	if buffered && rep.conns != nil {
+		r.fastForward(w, req, st, v, rep, sub, body, start)
+		return
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), st.cfg.Limits.ScoringTimeout)
 	defer cancel()
 	out := (&http.Request{
@@ -328,6 +359,7 @@ func (r *Router) mirror(req *http.Request, st *serviceState, mv *version, sub st
 	}
 	h := outHeader(req.Header)
 	method, query := req.Method, req.URL.RawQuery
+	body = bytes.Clone(body) // the request's buffer is reused once it is answered
 	timeout := st.cfg.Limits.ScoringTimeout
 	r.mirrorsWG.Add(1)
 	go func() {

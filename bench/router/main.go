@@ -1,0 +1,194 @@
+// Command router benchmarks mlship's router against Knative's queue-proxy, a plain
+// httputil.ReverseProxy and the upstream called directly, in one run, and writes
+// bench/results/router.md. Run it from the repository root: go run ./bench/router
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	if err := mainErr(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/router:", err)
+		os.Exit(1)
+	}
+}
+
+type target struct {
+	name, addr, path string
+	header           map[string]string
+}
+
+func mainErr() error {
+	serveKind := flag.String("serve", "", "internal: run one server (upstream|router|reverseproxy) and print its address")
+	upstreamURL := flag.String("upstream", "", "internal: upstream URL for -serve")
+	n := flag.Int("n", 20000, "requests per measurement")
+	rounds := flag.Int("rounds", 3, "measurements per target and concurrency; the median by throughput is reported")
+	concs := flag.String("c", "1,8,32", "concurrencies")
+	out := flag.String("out", "bench/results/router.md", "results file")
+	qpBin := flag.String("queue-proxy", ".cache/bench/queue-proxy", "queue-proxy binary (built from bench/router/queueproxy if missing)")
+	flag.Parse()
+	if *serveKind != "" {
+		return serve(*serveKind, *upstreamURL)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer stopChildren()
+	upAddr, err := start(ctx, "upstream", "")
+	if err != nil {
+		return err
+	}
+	upURL := "http://" + upAddr
+	routerAddr, err := start(ctx, "router", upURL)
+	if err != nil {
+		return err
+	}
+	rpAddr, err := start(ctx, "reverseproxy", upURL)
+	if err != nil {
+		return err
+	}
+	targets := []target{
+		{name: "direct", addr: upAddr, path: "/score"},
+		{name: "httputil.ReverseProxy", addr: rpAddr, path: "/score"},
+	}
+	qpAddr, qpErr := startQueueProxy(ctx, *qpBin, upAddr)
+	if qpErr != nil {
+		fmt.Fprintln(os.Stderr, "queue-proxy skipped:", qpErr)
+	} else {
+		targets = append(targets, target{name: "queue-proxy v0.42.2", addr: qpAddr, path: "/score"})
+	}
+	targets = append(targets, target{name: "mlship router", addr: routerAddr, path: "/api/v1/service/bench/score",
+		header: map[string]string{"Authorization": "Bearer " + benchKey}})
+
+	body := []byte(`{"data": [[1.0, 2.0, 3.0, 4.0]]}`)
+	var cs []int
+	for _, f := range strings.Split(*concs, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c <= 0 {
+			return fmt.Errorf("bad concurrency %q", f)
+		}
+		cs = append(cs, c)
+	}
+	for _, t := range targets { // fail fast on a broken setup, before minutes of measuring
+		if r := load(t.addr, t.path, t.header, body, 1, 10); r.Errors > 0 || r.Non200 > 0 {
+			return fmt.Errorf("%s does not answer 200 (%d errors, %d non-200)", t.name, r.Errors, r.Non200)
+		}
+	}
+	results := map[int]map[string]run{}
+	for _, c := range cs {
+		results[c] = map[string]run{}
+		all := map[string][]run{}
+		for range *rounds {
+			for _, t := range targets { // interleaved, so drifts in machine load hit every target alike
+				load(t.addr, t.path, t.header, body, c, min(2000, *n/5)) // warm connections and caches
+				all[t.name] = append(all[t.name], load(t.addr, t.path, t.header, body, c, *n))
+			}
+		}
+		for name, rs := range all {
+			sort.Slice(rs, func(i, j int) bool { return rs[i].RPS() < rs[j].RPS() })
+			results[c][name] = rs[len(rs)/2]
+		}
+		fmt.Fprintf(os.Stderr, "concurrency %d done\n", c)
+	}
+	report := render(targets, cs, results, *n, *rounds, qpErr)
+	fmt.Print(report)
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(*out, []byte(report), 0o644)
+}
+
+// start runs this binary with -serve kind and returns the address it listens on.
+func start(ctx context.Context, kind, upstream string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, self, "-serve", kind, "-upstream", upstream)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	children = append(children, cmd)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("start %s: %w", kind, err)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// startQueueProxy runs Knative's queue-proxy in front of upstream, building it first if needed.
+func startQueueProxy(ctx context.Context, bin, upstream string) (string, error) {
+	for _, port := range []string{"8022", "9090", "9091"} { // its fixed admin and metrics ports
+		l, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			return "", fmt.Errorf("queue-proxy needs port %s, which is in use", port)
+		}
+		l.Close()
+	}
+	if _, err := os.Stat(bin); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "building queue-proxy v0.42.2 (about a minute)...")
+		abs, _ := filepath.Abs(bin)
+		b := exec.CommandContext(ctx, "go", "build", "-o", abs, ".")
+		b.Dir = "bench/router/queueproxy"
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return "", fmt.Errorf("build queue-proxy: %w", err)
+		}
+	}
+	servingPort, tlsPort := freePort(), freePort()
+	_, upPort, _ := net.SplitHostPort(upstream)
+	cmd := exec.CommandContext(ctx, bin)
+	cmd.Env = append(os.Environ(),
+		"CONTAINER_CONCURRENCY=0", "QUEUE_SERVING_PORT="+servingPort, "QUEUE_SERVING_TLS_PORT="+tlsPort,
+		"USER_PORT="+upPort, "REVISION_TIMEOUT_SECONDS=300", "SERVING_LOGGING_CONFIG=", "SERVING_LOGGING_LEVEL=error",
+		"SERVING_NAMESPACE=ns", "SERVING_CONFIGURATION=c", "SERVING_REVISION=r", "SERVING_POD=p", "SERVING_POD_IP=127.0.0.1")
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	children = append(children, cmd)
+	addr := "127.0.0.1:" + servingPort
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if r := load(addr, "/score", nil, []byte("{}"), 1, 1); r.Errors == 0 && r.Non200 == 0 {
+			return addr, nil
+		}
+	}
+	return "", errors.New("queue-proxy did not answer within 20s")
+}
+
+// children are the servers this run started; stopChildren kills and reaps them (queue-proxy
+// drains for a long while on SIGTERM, and nothing here needs a graceful stop).
+var children []*exec.Cmd
+
+func stopChildren() {
+	for _, c := range children {
+		c.Process.Kill()
+		c.Wait()
+	}
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
