@@ -36,6 +36,14 @@ type Options struct {
 	MaxIdleConnsPerReplica int
 	// DialTimeout bounds connecting to a replica (502 beyond); default 5 s.
 	DialTimeout time.Duration
+	// OnResult, if set, is told every answered request of a version (for the control plane's
+	// time series). It runs on the request path: it must be fast and must not block.
+	OnResult func(service, version string, status int, latency time.Duration)
+	// Collect, if set, says whether a version's inputs and outputs are collected; OnCollect then
+	// receives them (bodies of buffered requests, answers up to 1 MiB). OnCollect must not block
+	// and must copy what it keeps.
+	Collect   func(service, version string) bool
+	OnCollect func(service, version string, input, output []byte, status int, latency time.Duration)
 }
 
 // ServiceConfig is what the router knows of a service: who may call it, its limits and its

@@ -18,10 +18,11 @@ var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 // metrics holds the router's Prometheus metrics in its own registry. Per-request work is a
 // few atomic adds: counters are atomics read at scrape time, gauges are read from the pools.
 type metrics struct {
-	reg     *prometheus.Registry
-	handler http.Handler
-	latency *prometheus.HistogramVec
-	router  *Router
+	onResult func(service, version string, status int, latency time.Duration)
+	reg      *prometheus.Registry
+	handler  http.Handler
+	latency  *prometheus.HistogramVec
+	router   *Router
 
 	mu       sync.Mutex
 	versions map[poolKey]*versionMetrics
@@ -40,6 +41,7 @@ type versionMetrics struct {
 	mirrorDropped    atomic.Uint64
 	mirrorFailed     atomic.Uint64
 	desired          atomic.Int64 // autoscaler's desired replicas; -1 until it decides
+	onResult         func(service, version string, status int, latency time.Duration)
 }
 
 func newMetrics() *metrics {
@@ -72,7 +74,7 @@ func (m *metrics) forVersion(service, version string) *versionMetrics {
 	if vm := m.versions[k]; vm != nil {
 		return vm
 	}
-	vm := &versionMetrics{service: service, version: version, latency: m.latency.WithLabelValues(service, version)}
+	vm := &versionMetrics{service: service, version: version, latency: m.latency.WithLabelValues(service, version), onResult: m.onResult}
 	vm.desired.Store(-1)
 	m.versions[k] = vm
 	return vm
@@ -89,7 +91,11 @@ func (vm *versionMetrics) observe(code int, start time.Time) {
 	if code >= 0 && code < len(vm.codes) {
 		vm.codes[code].Add(1)
 	}
-	vm.latency.Observe(time.Since(start).Seconds())
+	d := time.Since(start)
+	vm.latency.Observe(d.Seconds())
+	if vm.onResult != nil {
+		vm.onResult(vm.service, vm.version, code, d)
+	}
 }
 
 func (m *metrics) observeUnrouted(code int) {

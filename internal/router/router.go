@@ -97,6 +97,7 @@ func New(opts Options) *Router {
 	empty := map[string]*service{}
 	r.services.Store(&empty)
 	r.metrics.router = r
+	r.metrics.onResult = opts.OnResult
 	return r
 }
 

@@ -174,10 +174,40 @@ func (r *Router) route(w http.ResponseWriter, req *http.Request, svc *service, s
 			r.unavailable(w, req, st, v, err, start)
 			return
 		}
+		if buffered && r.opts.Collect != nil && r.opts.Collect(st.cfg.Name, v.name) {
+			cw := &captureWriter{ResponseWriter: w, status: http.StatusOK}
+			r.forward(cw, req, st, v, rep, sub, body, buffered, start)
+			r.opts.OnCollect(st.cfg.Name, v.name, body, cw.buf, cw.status, time.Since(start))
+			return
+		}
 		r.forward(w, req, st, v, rep, sub, body, buffered, start)
 		return
 	}
 }
+
+// maxCapture bounds the answer kept for data collection.
+const maxCapture = 1 << 20
+
+// captureWriter keeps a copy of the answer (up to maxCapture) for data collection.
+type captureWriter struct {
+	http.ResponseWriter
+	status int
+	buf    []byte
+}
+
+func (c *captureWriter) WriteHeader(code int) {
+	c.status = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *captureWriter) Write(p []byte) (int, error) {
+	if room := maxCapture - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return c.ResponseWriter.Write(p)
+}
+
+func (c *captureWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // traffic6 bounds the mirror targets of one request (an endpoint's version limit).
 const traffic6 = 6

@@ -127,7 +127,18 @@ func (s *Server) wire() error {
 	s.insights = newInsights()
 	s.monitor = monitor.New(monitor.Options{Now: s.opts.Now})
 	s.collect = collect.New(filepath.Join(s.opts.DataDir, "modeldata"), collect.Options{Now: s.opts.Now})
-	s.router = router.New(router.Options{Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens})
+	s.router = router.New(router.Options{
+		Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens,
+		OnResult: func(service, version string, status int, latency time.Duration) {
+			if version != "" && s.insights.monitored(service) {
+				s.monitor.Observe(service, version, status, latency)
+			}
+		},
+		Collect: s.insights.collected,
+		OnCollect: func(service, version string, in, out []byte, status int, latency time.Duration) {
+			s.collect.Collect(service, version, in, out, status, latency)
+		},
+	})
 	fe := &frontend{r: s.router, log: s.log, downscale: s.opts.DownscaleDelay, insights: s.insights, monitor: s.monitor}
 	s.local, err = local.New(local.Options{
 		Binary: s.opts.ScoreBinary, LogDir: filepath.Join(s.opts.DataDir, "logs"), Logger: s.log.With("component", "local"),
