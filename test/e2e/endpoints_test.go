@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +217,42 @@ func TestSplitChangesUnderLoadFailNoRequest(t *testing.T) {
 		t.Fatalf("split changes under load: %d ok, %d failed %v", ok, failed, samples)
 	}
 	t.Logf("6 split changes under 8 clients: %d requests, none failed", ok)
+}
+
+// A mirror version gets a copy of part of the traffic; its answers never reach the client.
+func TestMirrorTrafficNeverReachesClients(t *testing.T) {
+	e := start(t, t.TempDir(), "", "")
+	ctx := context.Background()
+	m1, m2 := e.register("lin", 1), e.register("lin", 9)
+	src := e.source("")
+	marks := filepath.Join(t.TempDir(), "mirrored")
+	shadow := t.TempDir()
+	os.WriteFile(filepath.Join(shadow, "score.py"), []byte(fmt.Sprintf(`import json
+def init():
+    pass
+def run(raw):
+    with open(%q, "a") as f:
+        f.write("x\n")
+    return {"y": 9}
+`, marks)), 0o644)
+	ep := e.mustDeploy("mirror-ep", []string{m1}, src, `{"computeType": "AKSENDPOINT", "versionName": "live", "maxConcurrentRequestsPerContainer": 4}`)
+	e.mustOp(e.createVersion("mirror-ep", "shadow", m2, shadow, api.VersionRequest{TrafficPercentile: pct(0), MirrorPercentile: pct(50),
+		DeploymentConfig: json.RawMessage(`{"maxConcurrentRequestsPerContainer": 4}`)}))
+	key := e.keys("mirror-ep").PrimaryKey
+	for range 100 {
+		if code, y := scoreAs(t, ep.ScoringURI, key, ""); code != 200 || y != "1" {
+			t.Fatalf("client got %d %s: only the live version may answer", code, y)
+		}
+		time.Sleep(2 * time.Millisecond) // a copy is sent only when a shadow replica slot is free
+	}
+	time.Sleep(300 * time.Millisecond)
+	b, _ := os.ReadFile(marks)
+	n := strings.Count(string(b), "x")
+	if n < 35 || n > 50 {
+		t.Fatalf("the shadow version saw %d of 100 requests, want about 50 (mirror 50%%)", n)
+	}
+	if _, err := e.client.UpdateVersion(ctx, "default", "mirror-ep", api.VersionRequest{Name: "shadow", MirrorPercentile: pct(60)}, nil); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("mirror over 50%%: %v, want 400", err)
+	}
+	t.Logf("mirror 50%%: the shadow version saw %d of 100 requests", n)
 }
