@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +30,8 @@ import (
 
 type options struct {
 	n, warmup, workers int
+	rounds             int
+	loadBefore         string
 	conc               []int
 	only               map[string]bool
 	out, python        string
@@ -45,6 +48,7 @@ func main() {
 	flag.IntVar(&o.n, "n", 10000, "measured requests per run")
 	flag.IntVar(&o.warmup, "warmup", 1000, "unmeasured requests before each run")
 	flag.IntVar(&o.workers, "workers", 2, "Python workers for both servers")
+	flag.IntVar(&o.rounds, "rounds", 3, "measured rounds per server and concurrency (the median is reported)")
 	flag.StringVar(&conc, "conc", "1,8,32", "client concurrencies")
 	flag.StringVar(&only, "only", "stdlib,sklearn,onnx", "scenarios to run")
 	flag.StringVar(&o.out, "out", "bench/results/scoring.md", "results file")
@@ -62,6 +66,7 @@ func main() {
 	for _, s := range strings.Split(only, ",") {
 		o.only[s] = true
 	}
+	o.loadBefore = loadAvg()
 	if err := run(o); err != nil {
 		fatal(err)
 	}
@@ -157,35 +162,54 @@ func runScenario(o options, sc scenario) (report, error) {
 		json.Unmarshal(out, rep.inproc)
 		fmt.Fprintf(os.Stderr, "%s in-process run(): p50 %.1f µs, %.0f calls/s on one core\n", sc.name, rep.inproc.P50us, rep.inproc.RPS)
 	}
-	rows := make([]row, len(o.conc))
+	// Both servers stay up and the rounds alternate between them, so drift in the machine's
+	// background load hits both sides alike; each side reports its median round by throughput.
+	var g *exec.Cmd
+	var baseAddr string
 	if sc.baseline {
-		g, addr, err := startGunicorn(o, sc)
-		if err != nil {
+		var err error
+		if g, baseAddr, err = startGunicorn(o, sc); err != nil {
 			return rep, err
 		}
-		for i, c := range o.conc {
-			rows[i].conc, rows[i].hasBase = c, true
-			load(addr, "/score", []byte(sc.body), c, o.warmup)
-			rows[i].base = load(addr, "/score", []byte(sc.body), c, o.n)
-			printRun(sc.name, "gunicorn+flask", c, rows[i].base)
-		}
-		stop(g)
+		defer stop(g)
 	}
 	r, addr, err := startReplica(o, sc)
 	if err != nil {
 		return rep, err
 	}
+	rows := make([]row, len(o.conc))
 	for i, c := range o.conc {
-		rows[i].conc = c
+		rows[i].conc, rows[i].hasBase = c, sc.baseline
+		var bases, mls []loadResult
+		if sc.baseline {
+			load(baseAddr, "/score", []byte(sc.body), c, o.warmup)
+		}
 		load(addr, "/score", []byte(sc.body), c, o.warmup)
-		rows[i].mlship = load(addr, "/score", []byte(sc.body), c, o.n)
-		printRun(sc.name, "mlship", c, rows[i].mlship)
+		for round := 0; round < o.rounds; round++ {
+			if sc.baseline {
+				b := load(baseAddr, "/score", []byte(sc.body), c, o.n)
+				printRun(sc.name, "gunicorn+flask", c, b)
+				bases = append(bases, b)
+			}
+			m := load(addr, "/score", []byte(sc.body), c, o.n)
+			printRun(sc.name, "mlship", c, m)
+			mls = append(mls, m)
+		}
+		rows[i].mlship = median(mls)
+		if sc.baseline {
+			rows[i].base = median(bases)
+		}
 	}
 	rep.rssKB = rssKB(r.Process.Pid)
 	rep.workerKB = childrenRSSKB(r.Process.Pid)
 	stop(r)
 	rep.rows = rows
 	return rep, nil
+}
+
+func median(rs []loadResult) loadResult {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].RPS() < rs[j].RPS() })
+	return rs[len(rs)/2]
 }
 
 func printRun(name, server string, c int, r loadResult) {

@@ -24,12 +24,13 @@ func writeReport(o options, reports []report) error {
 	}
 	gunicornVersion, _ := exec.Command(o.gunicorn, "--version").CombinedOutput()
 	fmt.Fprintf(&b, "# Scoring runtime benchmark\n\n")
-	fmt.Fprintf(&b, "Generated %s by `go run ./bench/scoring -n %d -conc %s -workers %d` on %d cores (%s), %s, %s.\n\n",
-		time.Now().UTC().Format(time.RFC3339), o.n, joinInts(o.conc), o.workers, runtime.NumCPU(), cpu, runtime.Version(), strings.TrimSpace(string(gunicornVersion)))
+	fmt.Fprintf(&b, "Generated %s by `go run ./bench/scoring -n %d -conc %s -workers %d -rounds %d` on %d cores (%s), %s, %s.\n",
+		time.Now().UTC().Format(time.RFC3339), o.n, joinInts(o.conc), o.workers, o.rounds, runtime.NumCPU(), cpu, runtime.Version(), strings.TrimSpace(string(gunicornVersion)))
+	fmt.Fprintf(&b, "Load average (1/5/15 min) before: %s; after: %s. Other work on the machine competes for the same cores, so compare the two servers within a row, not across runs.\n\n", o.loadBefore, loadAvg())
 	fmt.Fprintf(&b, "Closed loop over loopback: C clients with keep-alive connections (gunicorn's sync workers close after each response, so its clients reconnect, as they do against Azure ML's server). "+
-		"%d warm-up requests, then %d measured requests per row. Both servers run %d Python workers with BLAS/OpenMP threads pinned to 1; "+
+		"%d warm-up requests, then %d rounds of %d measured requests per server, alternating between the servers; each cell is the median round by throughput. Both servers run %d Python workers with BLAS/OpenMP threads pinned to 1; "+
 		"mlship runs with --max-concurrent-requests %d (the worker count) and --max-queue-wait-ms 60000 so no request is shed. "+
-		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.n, o.workers, o.workers)
+		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.rounds, o.n, o.workers, o.workers)
 	for _, r := range reports {
 		sc := r.scenario
 		fmt.Fprintf(&b, "## %s\n\n", sc.name)
@@ -116,4 +117,16 @@ func rel(p string) string {
 		return "(trained by examples/sklearn/train.py into a temp dir)"
 	}
 	return p
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -23,6 +23,7 @@ func requireModule(t *testing.T, module, pkg string) {
 }
 
 func TestSklearnExample(t *testing.T) {
+	t.Parallel()
 	requireModule(t, "sklearn", "python3-sklearn")
 	modelDir := t.TempDir()
 	src := filepath.Join("..", "..", "examples", "sklearn")
@@ -53,6 +54,7 @@ func TestSklearnExample(t *testing.T) {
 
 // The committed ONNX fixture is exactly what its script writes.
 func TestONNXExampleIsReproducible(t *testing.T) {
+	t.Parallel()
 	requireModule(t, "onnx", "python3-onnx")
 	out := filepath.Join(t.TempDir(), "model.onnx")
 	if b, err := exec.Command("/usr/bin/python3", filepath.Join("..", "..", "examples", "onnx", "make_model.py"), out).CombinedOutput(); err != nil {

@@ -76,6 +76,9 @@ func NewWithBackend(cfg Config, b backend.Backend, logger *slog.Logger) (*Server
 	return s, nil
 }
 
+// Platform names the runtime chosen for the model: "python" (entry script) or "onnxruntime_onnx".
+func (s *Server) Platform() string { return s.backend.Metadata().Platform }
+
 // Handler is the replica's HTTP API, for tests and for embedding.
 func (s *Server) Handler() http.Handler { return s.mux }
 

@@ -61,6 +61,16 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
+// eventually polls cond for a few seconds; worker output reaches the log through a pipe, after the reply.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return false
+}
+
 type replica struct {
 	*Server
 	url  string
@@ -138,6 +148,7 @@ func faultsReplica(t *testing.T, cfg Config) *replica {
 }
 
 func TestStdlibExampleOverHTTP(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	r := startReplica(t, Config{ModelDir: filepath.Join(stdlibDir, "model"), EntryScript: "score.py", SourceDir: stdlibDir})
 	a := do(t, "POST", r.url+"/score", `{"data": [[1, 2, 3], [0, 0, 0]]}`)
@@ -186,7 +197,9 @@ func TestRunRaisesIs502WithMessage(t *testing.T) {
 	if a.code != 502 || e.Message != "ValueError: feature 7 is negative" || e.StatusCode != 502 {
 		t.Fatalf("= %d %s", a.code, a.body)
 	}
-	if !strings.Contains(r.logs.String(), "Traceback") || !strings.Contains(r.logs.String(), "feature 7 is negative") {
+	if !eventually(func() bool {
+		return strings.Contains(r.logs.String(), "Traceback") && strings.Contains(r.logs.String(), "feature 7 is negative")
+	}) {
 		t.Fatalf("traceback not logged:\n%s", r.logs)
 	}
 	if a := do(t, "POST", r.url+"/score", `{}`); a.code != 200 {
@@ -275,6 +288,7 @@ func TestBodyOverLimitIs413(t *testing.T) {
 }
 
 func TestInitRaisesNeverReady(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	logs := &syncBuffer{}
 	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, Workers: 2, PythonEnv: []string{"FAULTS_INIT_RAISE=model.pkl is corrupt"}}, slog.New(slog.NewTextHandler(logs, nil)))
@@ -300,6 +314,7 @@ func TestInitRaisesNeverReady(t *testing.T) {
 }
 
 func TestNotReadyDuringInit(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, PythonEnv: []string{"FAULTS_INIT_SLEEP=2"}}, nil)
 	if err != nil {
@@ -330,6 +345,7 @@ func TestNotReadyDuringInit(t *testing.T) {
 }
 
 func TestSchemaOverHTTP(t *testing.T) {
+	t.Parallel()
 	requireModule(t, "numpy, pandas", "python3-numpy python3-pandas")
 	r := startReplica(t, Config{ModelDir: t.TempDir(), EntryScript: "schema.py", SourceDir: filepath.Join("python", "testdata")})
 	if a := do(t, "POST", r.url+"/score", `{"data": [[1, 2, 3]]}`); a.code != 200 || a.body != `{"sums": [6.0], "frame_rows": 0}` {
@@ -363,6 +379,7 @@ func TestSchemaOverHTTP(t *testing.T) {
 }
 
 func TestRawHTTPOverHTTP(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	r := startReplica(t, Config{ModelDir: t.TempDir(), EntryScript: "rawresp.py", SourceDir: filepath.Join("python", "testdata")})
 	if a := do(t, "POST", r.url+"/score", "abc"); a.code != 201 || a.body != "ABC" {
@@ -374,6 +391,7 @@ func TestRawHTTPOverHTTP(t *testing.T) {
 }
 
 func TestONNXOverHTTP(t *testing.T) {
+	t.Parallel()
 	requireONNX(t)
 	r := startReplica(t, Config{ModelDir: onnxDir, MaxConcurrentRequests: 4})
 	a := do(t, "POST", r.url+"/score", `{"data": [[5.1, 3.5, 1.4, 0.2]]}`)
@@ -406,6 +424,7 @@ func TestONNXOverHTTP(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	r := faultsReplica(t, Config{})
 	for i := 0; i < 3; i++ {
 		do(t, "POST", r.url+"/score", `{}`)
@@ -535,6 +554,7 @@ func TestSoak(t *testing.T) {
 }
 
 func TestStopDuringInitIsClean(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	s, err := New(Config{ModelDir: t.TempDir(), EntryScript: faultsScript, PythonEnv: []string{"FAULTS_INIT_SLEEP=30"}}, nil)
 	if err != nil {

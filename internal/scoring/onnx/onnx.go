@@ -20,6 +20,9 @@ import (
 // RuntimeVersion is the ONNX Runtime release that github.com/yalue/onnxruntime_go v1.27.0 is built against.
 const RuntimeVersion = "1.24.3"
 
+// Platform is the OIP v2 platform name of ONNX models.
+const Platform = "onnxruntime_onnx"
+
 // ErrLibraryMissing means libonnxruntime.so was not found where it was looked for.
 var ErrLibraryMissing = errors.New("ONNX Runtime library not found")
 
@@ -122,7 +125,7 @@ func New(cfg Config, logger *slog.Logger) (*Backend, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{cfg: cfg, logger: logger}, nil
+	return &Backend{cfg: cfg, logger: logger, meta: backend.Metadata{Name: cfg.ModelName, Version: cfg.Version, Platform: Platform}}, nil
 }
 
 // Start loads ONNX Runtime and the model, and reads its inputs and outputs from the model's metadata.
@@ -178,7 +181,7 @@ func (b *Backend) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load ONNX model %s: %w", b.cfg.ModelPath, err)
 	}
-	b.meta = backend.Metadata{Name: b.cfg.ModelName, Version: b.cfg.Version, Platform: "onnxruntime_onnx"}
+	b.meta = backend.Metadata{Name: b.cfg.ModelName, Version: b.cfg.Version, Platform: Platform}
 	for _, in := range b.inputs {
 		b.meta.Inputs = append(b.meta.Inputs, tensor.Spec{Name: in.name, Datatype: oipType(in.dt), Shape: in.shape})
 	}

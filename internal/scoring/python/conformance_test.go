@@ -11,6 +11,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	newPool := func(script string) func(t *testing.T) backend.Backend {
 		return func(t *testing.T) backend.Backend {

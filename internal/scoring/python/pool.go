@@ -16,6 +16,9 @@ import (
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
 
+// Platform is the OIP v2 platform name of entry-script models.
+const Platform = "python"
+
 // DefaultPython is Debian's interpreter, which sees Debian's python3-* packages.
 const DefaultPython = "/usr/bin/python3"
 
@@ -100,7 +103,7 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 		live:   map[*worker]struct{}{},
 	}
 	p.env = p.buildEnv()
-	p.meta = backend.Metadata{Name: cfg.ModelName, Version: cfg.Version, Platform: "python"}
+	p.meta = backend.Metadata{Name: cfg.ModelName, Version: cfg.Version, Platform: Platform}
 	return p, nil
 }
 
@@ -211,20 +214,9 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		}
 		return nil, err
 	}
-	var w *worker
-	select {
-	case w = <-p.idle:
-	default:
-		select {
-		case w = <-p.idle:
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
-			}
-			return nil, ctx.Err()
-		case <-p.closed:
-			return nil, backend.ErrNotReady
-		}
+	w, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
 	}
 	deadline, _ := ctx.Deadline()
 	res, err, fatal := w.call(deadline, req, p.meta.RawHTTP)
@@ -242,6 +234,36 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 	}
 	p.idle <- w
 	return res, err
+}
+
+// acquire takes an idle worker, skipping (and replacing) any that died while idle, so a request
+// is not failed for a crash that happened before it arrived.
+func (p *Pool) acquire(ctx context.Context) (*worker, error) {
+	for {
+		var w *worker
+		select {
+		case w = <-p.idle:
+		default:
+			select {
+			case w = <-p.idle:
+			case <-ctx.Done():
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
+				}
+				return nil, ctx.Err()
+			case <-p.closed:
+				return nil, backend.ErrNotReady
+			}
+		}
+		select {
+		case <-w.exited:
+			p.logger.Error("idle worker died; replacing it", "worker", w.id, "status", w.exitStatus())
+			p.replace(w)
+			continue
+		default:
+			return w, nil
+		}
+	}
 }
 
 // replace kills w and starts another worker in its place, retrying with backoff while init fails.

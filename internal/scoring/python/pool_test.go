@@ -45,6 +45,16 @@ func (l *logBuffer) String() string {
 	return l.sb.String()
 }
 
+// logged waits briefly for text to reach the log: worker output arrives through a pipe, after the reply.
+func logged(logs *logBuffer, text string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(logs.String(), text) {
+			return true
+		}
+	}
+	return false
+}
+
 func startPool(t *testing.T, script string, workers int, env ...string) (*Pool, *logBuffer) {
 	t.Helper()
 	requirePython(t)
@@ -82,6 +92,7 @@ func score(t *testing.T, p *Pool, body string, timeout time.Duration) (map[strin
 }
 
 func TestPoolAzureContract(t *testing.T) {
+	t.Parallel()
 	p, logs := startPool(t, "faults.py", 2, "OMP_NUM_THREADS=4")
 	out, err := score(t, p, `{"echo": "hi"}`, 5*time.Second)
 	if err != nil {
@@ -105,7 +116,7 @@ func TestPoolAzureContract(t *testing.T) {
 	if _, err := score(t, p, `{"echo": 1}`, 5*time.Second); err != nil {
 		t.Fatalf("protocol corrupted by print(): %v", err)
 	}
-	if !strings.Contains(logs.String(), "hello from run") {
+	if !logged(logs, "hello from run") {
 		t.Fatalf("print() output missing from log:\n%s", logs)
 	}
 	// A str result is JSON-encoded, as Azure does.
@@ -123,7 +134,7 @@ func TestPoolRunRaises(t *testing.T) {
 	if !errors.As(err, &me) || !errors.Is(err, backend.ErrModel) || me.Message != "bad feature 7" || me.Type != "ValueError" {
 		t.Fatalf("err = %#v, want ModelError ValueError: bad feature 7", err)
 	}
-	if !strings.Contains(me.Traceback, "faults.py") || !strings.Contains(logs.String(), "Traceback") {
+	if !strings.Contains(me.Traceback, "faults.py") || !logged(logs, "Traceback") {
 		t.Fatalf("traceback missing: %q\nlog:\n%s", me.Traceback, logs)
 	}
 	_, err = score(t, p, `{"unserializable": true}`, 5*time.Second)
@@ -181,6 +192,7 @@ func TestPoolWorkerDeath(t *testing.T) {
 }
 
 func TestPoolInitFailure(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	logs := &logBuffer{}
 	p, err := New(Config{EntryScript: "testdata/faults.py", Workers: 2, Env: []string{"FAULTS_INIT_RAISE=weights.pkl missing"}}, slog.New(slog.NewTextHandler(logs, nil)))
@@ -206,6 +218,7 @@ func TestPoolInitFailure(t *testing.T) {
 }
 
 func TestPoolInferenceSchema(t *testing.T) {
+	t.Parallel()
 	requirePython(t)
 	if err := exec.Command(DefaultPython, "-c", "import numpy, pandas").Run(); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -246,6 +259,7 @@ func TestPoolInferenceSchema(t *testing.T) {
 }
 
 func TestPoolRawHTTP(t *testing.T) {
+	t.Parallel()
 	p, _ := startPool(t, "rawresp.py", 1)
 	if !p.Metadata().RawHTTP {
 		t.Fatal("@rawhttp not detected")
@@ -283,5 +297,26 @@ func TestPoolCloseLeavesNoProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(p.dir); !os.IsNotExist(err) {
 		t.Errorf("shim dir %s left behind", p.dir)
+	}
+}
+
+func TestPoolIdleWorkerDeathCostsNoRequest(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 1)
+	out, err := score(t, p, `{}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := int(out["pid"].(float64))
+	syscall.Kill(pid, syscall.SIGKILL)
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(10 * time.Millisecond) // until reaped
+	}
+	time.Sleep(100 * time.Millisecond)
+	next, err := score(t, p, `{}`, 20*time.Second)
+	if err != nil {
+		t.Fatalf("request after an idle worker died: %v", err)
+	}
+	if int(next["pid"].(float64)) == pid || p.Restarts() != 1 {
+		t.Fatalf("pid %v restarts %d", next["pid"], p.Restarts())
 	}
 }
