@@ -135,7 +135,15 @@ func (c *Client) DeleteService(ctx context.Context, ws, name string) (Operation,
 
 // ServiceLogs returns replica logs: the last tail lines (0 = all kept), or only the model-loading part.
 func (c *Client) ServiceLogs(ctx context.Context, ws, name string, tail int, init bool) (string, error) {
+	return c.VersionLogs(ctx, ws, name, "", tail, init)
+}
+
+// VersionLogs is ServiceLogs for one version of an endpoint ("" = the default version).
+func (c *Client) VersionLogs(ctx context.Context, ws, name, version string, tail int, init bool) (string, error) {
 	q := url.Values{}
+	if version != "" {
+		q.Set("version", version)
+	}
 	if tail > 0 {
 		q.Set("tail", strconv.Itoa(tail))
 	}

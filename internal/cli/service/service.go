@@ -107,11 +107,11 @@ func newCmdShow(f *cmdutil.Factory) *cobra.Command {
 }
 
 func newCmdLogs(f *cmdutil.Factory) *cobra.Command {
-	var name string
+	var name, version string
 	var tail int
 	var init bool
 	cmd := &cobra.Command{
-		Use: "get-logs -n NAME [--tail N] [--init]", Short: "Print a service's replica logs", Args: cobra.NoArgs,
+		Use: "get-logs -n NAME [--tail N] [--init] [--version-name V]", Short: "Print a service's replica logs", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireName(name); err != nil {
 				return err
@@ -123,7 +123,7 @@ func newCmdLogs(f *cmdutil.Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			text, err := c.ServiceLogs(cmd.Context(), f.Workspace(), name, tail, init)
+			text, err := c.VersionLogs(cmd.Context(), f.Workspace(), name, version, tail, init)
 			if err != nil {
 				return err
 			}
@@ -134,6 +134,7 @@ func newCmdLogs(f *cmdutil.Factory) *cobra.Command {
 	cmd.Flags().StringVarP(&name, "name", "n", "", "service name")
 	cmd.Flags().IntVar(&tail, "tail", 0, "only the last N lines")
 	cmd.Flags().BoolVar(&init, "init", false, "only the model-loading part (init())")
+	cmd.Flags().StringVar(&version, "version-name", "", "an endpoint's version (default: its default version)")
 	return cmd
 }
 
