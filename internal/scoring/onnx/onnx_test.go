@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
 	"github.com/mlship/mlship/internal/scoring/backend/backendtest"
@@ -163,6 +164,23 @@ func TestInfer(t *testing.T) {
 		_, err := b.Infer(ctx, &tensor.InferRequest{Inputs: []tensor.Tensor{bad}})
 		if !errors.Is(err, backend.ErrBadInput) {
 			t.Errorf("infer %+v: err = %v, want ErrBadInput", bad, err)
+		}
+	}
+}
+
+// Runs cut off by their deadline must not leave the pooled run options terminated.
+func TestDeadlinesDoNotPoisonLaterRuns(t *testing.T) {
+	b := startExample(t)
+	body := []byte(`{"data": [[5.1, 3.5, 1.4, 0.2]]}`)
+	for i := 0; i < 300; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%30)*time.Microsecond)
+		_, err := b.Score(ctx, &backend.Request{Body: body})
+		cancel()
+		if err != nil && !errors.Is(err, backend.ErrTimeout) {
+			t.Fatalf("run %d with a tiny deadline: %v", i, err)
+		}
+		if _, err := b.Score(context.Background(), &backend.Request{Body: body}); err != nil {
+			t.Fatalf("run after run %d: %v", i, err)
 		}
 	}
 }

@@ -166,6 +166,12 @@ func (b *Backend) run(ctx context.Context, inputs []ort.Value) ([]ort.Value, err
 	if b.closed || b.session == nil {
 		return nil, backend.ErrNotReady
 	}
+	if err := ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("onnx run: %w", backend.ErrTimeout)
+		}
+		return nil, err
+	}
 	opts, _ := b.runOpts.Get().(*ort.RunOptions)
 	if opts == nil {
 		var err error
@@ -173,11 +179,14 @@ func (b *Backend) run(ctx context.Context, inputs []ort.Value) ([]ort.Value, err
 			return nil, fmt.Errorf("onnx run options: %w", err)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { opts.Terminate() })
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { opts.Terminate(); close(terminated) })
 	outputs := make([]ort.Value, len(b.outputs))
 	err := b.session.RunWithOptions(inputs, outputs, opts)
 	if !stop() {
-		// Terminate ran (or is running): reset the flag before anyone reuses the options.
+		// Terminate was called (or is being called): wait for it, then clear the flag, so the
+		// options go back to the pool clean.
+		<-terminated
 		opts.UnsetTerminate()
 	}
 	b.runOpts.Put(opts)
