@@ -80,6 +80,7 @@ func fatal(err error) {
 func replica(args []string) int {
 	f := cmdutil.New(cmdutil.System())
 	cmd := score.NewCmdScore(f)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	cmd.SetArgs(args)
 	ctx, stop := signalContext()
 	defer stop()

@@ -2,7 +2,6 @@ package scoring
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -138,12 +137,8 @@ func (s *Server) start(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		var ie *backend.InitError
-		if errors.As(err, &ie) && ie.Traceback != "" {
-			s.logger.Error("model initialization failed; the replica will not become ready", "err", err, "traceback", ie.Traceback)
-		} else {
-			s.logger.Error("model initialization failed; the replica will not become ready", "err", err)
-		}
+		// The worker already logged the traceback line by line, just above.
+		s.logger.Error("model initialization failed; the replica will not become ready", "err", err)
 		s.shutdown(hs)
 		return fmt.Errorf("load model from %s: %w", s.cfg.ModelDir, err)
 	}
