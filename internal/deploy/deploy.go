@@ -214,6 +214,20 @@ func (d *Deployer) newOperation(ws, kind, target string) store.Operation {
 	return store.Operation{ID: newID(), Workspace: ws, Kind: kind, Target: target, State: store.OpRunning, CreatedTime: now, UpdatedTime: now}
 }
 
+// launch records op and runs work in the background as its body; the service stays busy until it ends.
+func (d *Deployer) launch(ctx context.Context, op store.Operation, work func() error) error {
+	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
+		return err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer d.end(op.Target)
+		d.finish(op, work())
+	}()
+	return nil
+}
+
 func (d *Deployer) finish(op store.Operation, err error) {
 	op.State, op.Error, op.UpdatedTime = store.OpSucceeded, "", d.opts.Now().UTC()
 	if err != nil {
@@ -295,16 +309,10 @@ func (d *Deployer) Deploy(ctx context.Context, ws string, req Request, src *Sour
 		d.opts.Registry.DropIfUnused(ctx, sourceDigest)
 		return store.Operation{}, err
 	}
-	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
+	if err := d.launch(ctx, op, func() error { return d.rollout(svc, version, false) }); err != nil {
 		return store.Operation{}, err
 	}
 	started = true
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer d.end(svc.Name)
-		d.finish(op, d.rollout(svc, version, false))
-	}()
 	return op, nil
 }
 
@@ -397,16 +405,10 @@ func (d *Deployer) update(ctx context.Context, svc store.Service, req Request, s
 	if next.SourceSHA256 != svc.SourceSHA256 {
 		d.opts.Registry.DropIfUnused(ctx, svc.SourceSHA256)
 	}
-	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
+	if err := d.launch(ctx, op, func() error { return d.rollout(next, next.Name, true) }); err != nil {
 		return store.Operation{}, err
 	}
 	started = true
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer d.end(next.Name)
-		d.finish(op, d.rollout(next, next.Name, true))
-	}()
 	return op, nil
 }
 
@@ -425,16 +427,10 @@ func (d *Deployer) Delete(ctx context.Context, ws, name string) (store.Operation
 		d.end(name)
 		return store.Operation{}, err
 	}
-	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
+	if err := d.launch(ctx, op, func() error { return d.teardown(svc) }); err != nil {
 		d.end(name)
 		return store.Operation{}, err
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer d.end(name)
-		d.finish(op, d.teardown(svc))
-	}()
 	return op, nil
 }
 

@@ -121,16 +121,10 @@ func (d *Deployer) CreateVersion(ctx context.Context, ws, endpoint string, req V
 		d.opts.Registry.DropIfUnused(ctx, source)
 		return store.Operation{}, err
 	}
-	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
+	if err := d.launch(ctx, op, func() error { return d.rollout(svc, req.Name, false) }); err != nil {
 		return store.Operation{}, err
 	}
 	started = true
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer d.end(endpoint)
-		d.finish(op, d.rollout(svc, req.Name, false))
-	}()
 	return op, nil
 }
 
@@ -269,22 +263,19 @@ func (d *Deployer) DeleteVersion(ctx context.Context, ws, endpoint, name, newDef
 		d.end(endpoint)
 		return store.Operation{}, err
 	}
-	if err := d.opts.Store.CreateOperation(ctx, op); err != nil {
-		d.end(endpoint)
-		return store.Operation{}, err
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer d.end(endpoint)
+	err = d.launch(ctx, op, func() error {
 		// Route away first, so requests stop arriving before the replicas stop.
 		err := d.configureFrontend(svc)
 		if err == nil {
 			err = d.stopUnit(svc, unit{version: v.Name})
 		}
 		d.opts.Registry.DropIfUnused(context.Background(), v.SourceSHA256)
-		d.finish(op, err)
-	}()
+		return err
+	})
+	if err != nil {
+		d.end(endpoint)
+		return store.Operation{}, err
+	}
 	return op, nil
 }
 

@@ -42,7 +42,8 @@ func (d *Deployer) rollout(svc store.Service, version string, update bool) error
 		case err == nil:
 			setUnit(cur, version, store.StateHealthy, "", -1)
 			log.Info("healthy")
-		case errors.Is(err, context.Canceled):
+		case errors.Is(err, context.Canceled) || d.ctx.Err() != nil:
+			// Whatever failed, it failed because the server is stopping (a killed child, say).
 			result = errors.New("interrupted by a server shutdown; it resumes when the server starts again")
 			setUnit(cur, version, store.StateTransitioning, result.Error(), -1)
 			return nil

@@ -133,22 +133,7 @@ func (s *Server) registerModel(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	digest := func() (string, error) {
-		p, err := nextPart(mr, api.PartSHA256)
-		if err != nil {
-			return "", err
-		}
-		b, err := io.ReadAll(io.LimitReader(p, 128))
-		if err != nil {
-			return "", errdefs.Invalid("read part %q: %w", api.PartSHA256, err)
-		}
-		d := strings.TrimSpace(string(b))
-		if d == "" {
-			return "", errdefs.Invalid("part %q is empty", api.PartSHA256)
-		}
-		return d, nil
-	}
-	m, err := s.registry.Register(r.Context(), r.PathValue("ws"), spec, content, digest)
+	m, err := s.registry.Register(r.Context(), r.PathValue("ws"), spec, content, digestPart(mr))
 	if err != nil {
 		return nil, err
 	}
