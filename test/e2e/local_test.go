@@ -319,9 +319,16 @@ func TestKilledReplicaUnderLoad(t *testing.T) {
 	if total := ok + failed; failed*100 >= total || ok < 100 {
 		t.Fatalf("after SIGKILL of a replica: %d ok, %d failed (%v): want under 1%% failed", ok, failed, samples)
 	}
-	got, _ := e.client.GetService(context.Background(), "default", "kill-svc")
-	if got.Replicas.Ready != 2 {
-		t.Fatalf("replicas after the restart: %+v", got.Replicas)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := e.client.GetService(context.Background(), "default", "kill-svc")
+		if got.Replicas.Ready == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed replica was not restarted within 30 s: %+v", got.Replicas)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("killed a replica under load: %d ok, %d failed", ok, failed)
 }
