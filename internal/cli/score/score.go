@@ -65,6 +65,10 @@ Once ready, one line '` + ReadyPrefix + `HOST:PORT' is printed on stderr.
 --port 0 picks a free port. The command exits non-zero if the model fails to load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("max-concurrent-requests") {
+				// One request per worker unless told otherwise; with one worker this is Azure's default of 1.
+				opts.MaxConcurrentRequests = opts.Workers
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -80,7 +84,7 @@ Once ready, one line '` + ReadyPrefix + `HOST:PORT' is printed on stderr.
 	fl.StringVar(&opts.Host, "host", "127.0.0.1", "address to listen on")
 	fl.IntVar(&opts.Port, "port", 5001, "port to listen on; 0 picks a free one")
 	fl.IntVar(&opts.Workers, "workers", 1, "Python worker processes")
-	fl.IntVar(&opts.MaxConcurrentRequests, "max-concurrent-requests", scoring.DefaultMaxConcurrentRequests, "requests run at once (maxConcurrentRequestsPerContainer); set it to --workers to use them all")
+	fl.IntVar(&opts.MaxConcurrentRequests, "max-concurrent-requests", scoring.DefaultMaxConcurrentRequests, "requests run at once (maxConcurrentRequestsPerContainer); default: --workers")
 	fl.IntVar(&opts.MaxQueueWaitMs, "max-queue-wait-ms", int(scoring.DefaultMaxQueueWait.Milliseconds()), "how long a request may wait for a free slot before 503 (maxQueueWaitMs)")
 	fl.IntVar(&opts.ScoringTimeoutMs, "scoring-timeout-ms", int(scoring.DefaultScoringTimeout.Milliseconds()), "how long run() may take before 504 (scoringTimeoutMs, at most 300000)")
 	fl.DurationVar(&opts.InitTimeout, "init-timeout", scoring.DefaultInitTimeout, "how long loading the model (every worker's init()) may take")

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/mlship/mlship/internal/cli/cmdutil"
 	"github.com/mlship/mlship/internal/scoring"
 )
@@ -34,13 +36,17 @@ var examples = filepath.Join("..", "..", "..", "examples")
 func run(ctx context.Context, args ...string) (*syncBuffer, chan error) {
 	errOut := &syncBuffer{}
 	f := cmdutil.New(&cmdutil.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: errOut})
-	cmd := NewCmdScore(f)
+	return errOut, execute(ctx, NewCmdScore(f), errOut, args)
+}
+
+
+func execute(ctx context.Context, cmd *cobra.Command, errOut io.Writer, args []string) chan error {
 	cmd.SetArgs(args)
 	cmd.SetOut(io.Discard)
 	cmd.SetErr(errOut)
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
-	return errOut, done
+	return done
 }
 
 func requirePython(t *testing.T) {
@@ -138,5 +144,32 @@ func TestScoreUsageErrors(t *testing.T) {
 	_, done := run(context.Background(), "--model-dir", t.TempDir(), "--port", "0")
 	if err := <-done; !errors.Is(err, scoring.ErrNoModel) {
 		t.Errorf("empty model dir: %v, want ErrNoModel", err)
+	}
+}
+
+func TestFlagsToConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args          []string
+		mcr, workers  int
+		queueWait     time.Duration
+		addr, timeout string
+	}{
+		{[]string{"--model-dir", "m"}, 1, 1, 500 * time.Millisecond, "127.0.0.1:5001", "1m0s"},
+		{[]string{"--model-dir", "m", "--workers", "4"}, 4, 4, 500 * time.Millisecond, "127.0.0.1:5001", "1m0s"},
+		{[]string{"--model-dir", "m", "--workers", "4", "--max-concurrent-requests", "2", "--max-queue-wait-ms", "0", "--port", "0", "--scoring-timeout-ms", "1500"}, 2, 4, -1, "127.0.0.1:0", "1.5s"},
+	} {
+		var got *Options
+		f := cmdutil.New(&cmdutil.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+		cmd := newCmdScore(f, func(_ context.Context, o *Options) error { got = o; return nil })
+		if err := <-execute(context.Background(), cmd, io.Discard, tc.args); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		cfg, err := got.config()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if cfg.MaxConcurrentRequests != tc.mcr || cfg.Workers != tc.workers || cfg.MaxQueueWait != tc.queueWait || cfg.Addr != tc.addr || cfg.ScoringTimeout.String() != tc.timeout {
+			t.Errorf("%v: config %+v", tc.args, cfg)
+		}
 	}
 }
