@@ -39,7 +39,6 @@ func run(ctx context.Context, args ...string) (*syncBuffer, chan error) {
 	return errOut, execute(ctx, NewCmdScore(f), errOut, args)
 }
 
-
 func execute(ctx context.Context, cmd *cobra.Command, errOut io.Writer, args []string) chan error {
 	cmd.SetArgs(args)
 	cmd.SetOut(io.Discard)
