@@ -1,6 +1,8 @@
 #!/bin/sh
-# Benchmarks the router against queue-proxy, httputil.ReverseProxy and direct calls;
-# writes bench/results/router.md. Extra arguments go to the benchmark (e.g. -n 50000).
+# Benchmarks the router against queue-proxy, httputil.ReverseProxy and direct calls, then
+# split routing (70/20/10) against a plain service;
+# writes bench/results/router.md. Extra arguments go to the benchmark (e.g. -n 50000,
+# -split-only, -cpuprofile router.prof).
 set -eu
 cd "$(dirname "$0")/../.."
 mkdir -p .cache/bench

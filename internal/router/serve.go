@@ -19,6 +19,9 @@ const servicePrefix = "/api/v1/service/"
 // VersionHeader pins a request to an endpoint version (Azure's header).
 const VersionHeader = "azureml-model-deployment"
 
+// versionHeaderKey is VersionHeader canonicalized once (Header.Get would do it per request).
+var versionHeaderKey = http.CanonicalHeaderKey(VersionHeader)
+
 var (
 	bufPool  = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
@@ -100,7 +103,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // route picks the version and forwards. When the chosen version disappears while the
 // request waits (a config change), the request is routed again under the new config.
 func (r *Router) route(w http.ResponseWriter, req *http.Request, svc *service, st *serviceState, sub string, start time.Time) {
-	pinned := req.Header.Get(VersionHeader)
+	var pinned string
+	if v := req.Header[versionHeaderKey]; len(v) > 0 {
+		pinned = v[0]
+	}
 	// Bodies of known, modest length are read before a replica is taken (a slow client holds
 	// no replica slot) and feed the fast path; others stream, or are read only to mirror them.
 	var body []byte

@@ -126,7 +126,7 @@ func (r *Router) fastForward(w http.ResponseWriter, req *http.Request, st *servi
 		stopped := stop()
 		if err == nil {
 			if keep && stopped {
-				c.SetDeadline(time.Time{})
+				// The deadline stays: the next request on c sets its own before any I/O.
 				rep.conns.put(c)
 			} else {
 				c.Close()
@@ -286,8 +286,6 @@ func (r *Router) exchange(w http.ResponseWriter, req *http.Request, c *upConn, b
 	if noBody {
 		return status, keep, true, nil
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
 	var src io.Reader = c.br
 	switch {
 	case chunked:
@@ -301,7 +299,9 @@ func (r *Router) exchange(w http.ResponseWriter, req *http.Request, c *upConn, b
 		}
 		src = io.LimitReader(c.br, length)
 	}
+	bp := bufPool.Get().(*[]byte)
 	n, err := io.CopyBuffer(writerOnly{w}, src, *bp)
+	bufPool.Put(bp)
 	if err == nil && length >= 0 && n != length {
 		err = io.ErrUnexpectedEOF
 	}
@@ -344,18 +344,27 @@ func isConnReset(err error) bool {
 // readHeaders reads header lines into h (the client's response headers), skipping
 // hop-by-hop ones. set is false for 1xx answers, whose headers are not forwarded.
 func readHeaders(br *bufio.Reader, h http.Header, set, keepIn bool) (keep bool, length int64, chunked bool, err error) {
+	// Forwarded values are gathered on the stack and added to h at the end, sharing one string
+	// and one slice backing array: two allocations per answer instead of two per header line.
+	var keysArr [16]string
+	var endsArr [16]int
+	var valsArr [512]byte
+	keys, ends, vals := keysArr[:0], endsArr[:0], valsArr[:0]
 	keep, length = keepIn, -1
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
+			addHeaders(h, keys, ends, vals)
 			return false, 0, false, err
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) == 0 {
+			addHeaders(h, keys, ends, vals)
 			return keep, length, chunked, nil
 		}
 		i := bytes.IndexByte(line, ':')
 		if i <= 0 {
+			addHeaders(h, keys, ends, vals)
 			return false, 0, false, fmt.Errorf("malformed header line %q", truncate(line))
 		}
 		key := canonicalKey(line[:i])
@@ -364,6 +373,7 @@ func readHeaders(br *bufio.Reader, h http.Header, set, keepIn bool) (keep bool, 
 		case "Content-Length":
 			n, err := strconv.ParseInt(string(val), 10, 64)
 			if err != nil || n < 0 {
+				addHeaders(h, keys, ends, vals)
 				return false, 0, false, fmt.Errorf("malformed Content-Length %q", truncate(val))
 			}
 			length = n
@@ -381,7 +391,32 @@ func readHeaders(br *bufio.Reader, h http.Header, set, keepIn bool) (keep bool, 
 		if !set || dropHeaders[key] {
 			continue
 		}
-		h[key] = append(h[key], string(val))
+		if len(keys) == cap(keysArr) { // many headers: add those gathered so far, start again
+			addHeaders(h, keys, ends, vals)
+			keys, ends, vals = keysArr[:0], endsArr[:0], valsArr[:0]
+		}
+		keys = append(keys, key)
+		vals = append(vals, val...)
+		ends = append(ends, len(vals))
+	}
+}
+
+// addHeaders appends to h, in order, the value vals[ends[i-1]:ends[i]] of each keys[i].
+func addHeaders(h http.Header, keys []string, ends []int, vals []byte) {
+	if len(keys) == 0 {
+		return
+	}
+	all := string(vals)
+	vs := make([]string, len(keys))
+	start := 0
+	for i, k := range keys {
+		vs[i] = all[start:ends[i]]
+		start = ends[i]
+		if old := h[k]; len(old) > 0 {
+			h[k] = append(old, vs[i])
+		} else {
+			h[k] = vs[i : i+1 : i+1] // full slice: a later append to h[k] copies, never overwrites vs[i+1]
+		}
 	}
 }
 

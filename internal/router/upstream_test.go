@@ -153,3 +153,29 @@ func TestStreamedBodies(t *testing.T) {
 		}
 	}
 }
+
+// readHeaders gathers values before adding them to the header: past its 16-header and
+// 512-byte stack buffers, with repeated names, every value must arrive in order.
+func TestReadHeadersManyAndRepeated(t *testing.T) {
+	var raw strings.Builder
+	want := http.Header{}
+	for i := range 40 {
+		k, v := fmt.Sprintf("X-H%d", i%7), fmt.Sprintf("v%d-%s", i, strings.Repeat("x", i*3))
+		fmt.Fprintf(&raw, "%s: %s\r\n", k, v)
+		want[k] = append(want[k], v)
+	}
+	raw.WriteString("Content-Length: 2\r\nConnection: keep-alive\r\nAuthorization: secret\r\n\r\nok")
+	want["Content-Length"] = []string{"2"}
+	h := http.Header{}
+	keep, length, chunked, err := readHeaders(bufio.NewReader(strings.NewReader(raw.String())), h, true, false)
+	if err != nil || !keep || length != 2 || chunked {
+		t.Fatalf("keep %v length %d chunked %v err %v", keep, length, chunked, err)
+	}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Errorf("headers\n got %v\nwant %v", h, want)
+	}
+	h["X-H0"] = append(h["X-H0"], "later") // must not overwrite a neighbouring value
+	if fmt.Sprint(h["X-H1"]) != fmt.Sprint(want["X-H1"]) {
+		t.Errorf("appending to one header changed another: %v", h["X-H1"])
+	}
+}
