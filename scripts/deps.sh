@@ -4,10 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-numpy python3-venv python3-pip python3-sklearn
+  python3 python3-numpy python3-venv python3-pip python3-sklearn python3-pandas python3-flask gunicorn python3-onnx curl
 )
 
 missing=()
+# npm fetches the ONNX Runtime library; a machine may already have it with its own Node.js.
+command -v npm >/dev/null || missing+=(npm)
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -364,7 +364,7 @@ func (r *replica) stop(grace time.Duration) {
 	}
 }
 
-var listenRE = regexp.MustCompile(`listening on (?:http://)?(127\.0\.0\.1:\d+)`)
+var listenRE = regexp.MustCompile(`^mlship-score: listening on (127\.0\.0\.1:\d+)$`)
 
 func (t *Target) startReplica(g *group, spec compute.Spec) *replica {
 	g.seq++
