@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Stop the testbed cleanly: delete workloads (the kubelet stops their containers), stop components by PID file,
+# kill leftover shims by their PID files, unmount, delete the bridge and firewall rule, then verify nothing is left.
+# Keeps $STATE's logs; exits non-zero if anything is left behind.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+T0=$SECONDS
+alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+if alive kubelet && alive kube-apiserver; then
+  $KUBECTL delete deploy,rs,sts,ds,job,pod --all --all-namespaces --wait=false >/dev/null 2>&1
+  end=$((SECONDS + 60))
+  while [ $SECONDS -lt $end ] && [ -n "$(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null)" ]; do sleep 0.5; done
+  # the kubelet also stops pod sandboxes (and with them their network namespaces)
+  while [ $SECONDS -lt $end ] && ls "$STATE"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*/shim.pid >/dev/null 2>&1; do sleep 0.5; done
+fi
+
+stop_pid() {  # stop_pid NAME PID: SIGTERM, wait up to 30 s (the apiserver drains for ~10-15 s), then SIGKILL
+  local name=$1 pid=$2 i
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && { kill -9 "$pid"; log "killed $name ($pid) with SIGKILL"; }
+  return 0
+}
+for c in $COMPONENTS; do
+  [ -f "$STATE/$c.pid" ] || continue
+  stop_pid "$c" "$(cat "$STATE/$c.pid")"; rm -f "$STATE/$c.pid"
+done
+# shims (and the containers under them) that outlived the kubelet, found by containerd's own PID files
+for f in "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+  [ -f "$f" ] && stop_pid "$(basename "$(dirname "$f")")" "$(cat "$f")"
+done
+
+# mounts: everything under $STATE (overlay rootfs, shm, kubelet volumes), deepest first; then new network namespaces
+grep -o " $STATE/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount 2>/dev/null
+grep -o " $STATE/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+for ns in $(ls /run/netns 2>/dev/null); do
+  grep -qx "$ns" "$STATE/netns.before" 2>/dev/null && continue
+  case $ns in cni-*) umount "/run/netns/$ns" 2>/dev/null; rm -f "/run/netns/$ns" ;; esac
+done
+ip link del "$BRIDGE" 2>/dev/null
+while iptables -D FORWARD -i "$BRIDGE" ! -o "$BRIDGE" -j DROP -m comment --comment mlship-testbed 2>/dev/null; do :; done
+# safety net: the chains a kubelet with makeIPTablesUtilChains=true would leave (no other kubelet runs here)
+kube_chains() {
+  local ipt=$1
+  while $ipt -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  while $ipt -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  for tc in filter:KUBE-FIREWALL filter:KUBE-KUBELET-CANARY nat:KUBE-KUBELET-CANARY mangle:KUBE-KUBELET-CANARY mangle:KUBE-IPTABLES-HINT; do
+    $ipt -t "${tc%%:*}" -F "${tc#*:}" 2>/dev/null && $ipt -t "${tc%%:*}" -X "${tc#*:}" 2>/dev/null
+  done
+}
+kube_chains iptables; kube_chains ip6tables
+[ -f "$STATE/ip_forward.before" ] && sysctl -qw net.ipv4.ip_forward="$(cat "$STATE/ip_forward.before")"
+# the kubelet's /var/log/containers symlinks into our pod logs; then the empty dirs the runtime made outside $STATE
+for l in /var/log/containers/*.log; do [ -L "$l" ] && case $(readlink "$l") in "$STATE"/*) rm -f "$l" ;; esac; done
+rmdir /var/log/containers /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/s /run/containerd \
+      /var/lib/cni/results /var/lib/cni /run/netns 2>/dev/null
+# empty pod cgroups the kubelet made (cgroup v1: one tree per controller)
+for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+# containers' writable layers, images and volumes (logs stay)
+rm -rf "$STATE"/containerd/root "$STATE"/containerd/state "$STATE"/kubelet/pods 2>/dev/null
+
+# verify
+left=""
+for c in $COMPONENTS; do pgrep -f "^$BIN/$c " >/dev/null && left="$left process:$c"; done
+pgrep -f "containerd --config $STATE/" >/dev/null && left="$left process:containerd"
+grep -q " $STATE/" /proc/mounts && left="$left mounts:$(grep -c " $STATE/" /proc/mounts)"
+ip link show "$BRIDGE" >/dev/null 2>&1 && left="$left bridge:$BRIDGE"
+iptables -S FORWARD 2>/dev/null | grep -q mlship-testbed && left="$left iptables-rule"
+iptables-save 2>/dev/null | grep -q KUBE- && left="$left iptables:KUBE-chains"
+for ns in $(ls /run/netns 2>/dev/null); do grep -qx "$ns" "$STATE/netns.before" 2>/dev/null || left="$left netns:$ns"; done
+for l in /var/log/containers/*.log; do [ -L "$l" ] && case $(readlink "$l") in "$STATE"/*) left="$left log-link:$l" ;; esac; done
+for p in $ETCD_PORT $API_PORT $KUBELET_PORT $KWOK_PORT $REGISTRY_PORT; do ss -Hltn "sport = :$p" | grep -q . && left="$left port:$p"; done
+if [ -n "$left" ]; then log "LEFT BEHIND:$left"; exit 1; fi
+log "testbed down in $((SECONDS - T0))s; nothing left (logs in $STATE)"
