@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -103,6 +104,11 @@ func (s *Server) deleteModel(r *http.Request) (any, error) {
 	if v == 0 {
 		return nil, errdefs.Invalid("delete needs an explicit version, not 'latest'")
 	}
+	if users, err := s.servicesUsing(r, fmt.Sprintf("%s:%d", r.PathValue("name"), v)); err != nil {
+		return nil, err
+	} else if len(users) > 0 {
+		return nil, errdefs.Conflict("model %s:%d is deployed in %s: delete or update those services first", r.PathValue("name"), v, strings.Join(users, ", "))
+	}
 	if err := s.registry.Delete(r.Context(), r.PathValue("ws"), r.PathValue("name"), v); err != nil {
 		return nil, err
 	}
@@ -182,4 +188,24 @@ func (s *Server) downloadModel(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.Copy(w, rc); err != nil {
 		s.log.Warn("download interrupted", "model", m.Name, "version", m.Version, "err", err)
 	}
+}
+
+// servicesUsing names the services (and endpoint versions) of the request's workspace that hold model id.
+func (s *Server) servicesUsing(r *http.Request, id string) ([]string, error) {
+	list, err := s.store.ListServices(r.Context(), r.PathValue("ws"))
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, svc := range list {
+		if slices.Contains(svc.Models, id) {
+			users = append(users, svc.Name)
+		}
+		for _, v := range svc.Versions {
+			if slices.Contains(v.Models, id) {
+				users = append(users, svc.Name+"/"+v.Name)
+			}
+		}
+	}
+	return users, nil
 }

@@ -72,6 +72,10 @@ func TestDeployScoreAndKeys(t *testing.T) {
 	if _, err := e.client.ServiceToken(ctx, "default", "lin-svc"); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("token for a key-auth service: %v, want 400", err)
 	}
+	// A deployed model version cannot be deleted from under its service.
+	if err := e.client.DeleteModel(ctx, "default", "lin", 1); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "lin-svc") {
+		t.Fatalf("deleting a deployed model: %v, want 409 naming the service", err)
+	}
 }
 
 func TestTokenAuth(t *testing.T) {
