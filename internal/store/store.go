@@ -66,6 +66,7 @@ type Store interface {
 	ModelsWithDigest(ctx context.Context, sha256 string) (int, error)
 
 	ServiceStore
+	ComputeStore
 
 	CreateToken(ctx context.Context, t Token) error
 	GetToken(ctx context.Context, id string) (Token, error)

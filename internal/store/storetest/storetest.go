@@ -32,6 +32,7 @@ func Run(t *testing.T, f Factory) {
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, f.New(t)) })
 	t.Run("Services", func(t *testing.T) { testServices(t, f.New(t)) })
 	t.Run("Operations", func(t *testing.T) { testOperations(t, f.New(t)) })
+	t.Run("Computes", func(t *testing.T) { testComputes(t, f.New(t)) })
 	if f.Reopen != nil {
 		t.Run("Persistence", func(t *testing.T) { testPersistence(t, f) })
 	}
