@@ -15,6 +15,7 @@ if alive kubelet && alive kube-apiserver; then
   while [ $SECONDS -lt $end ] && ls "$STATE"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*/shim.pid >/dev/null 2>&1; do sleep 0.5; done
 fi
 
+[ $SECONDS -gt $T0 ] && log "workloads gone after $((SECONDS - T0))s"
 stop_pid() {  # stop_pid NAME PID: SIGTERM, wait up to 30 s (the apiserver drains for ~10-15 s), then SIGKILL
   local name=$1 pid=$2 i
   kill "$pid" 2>/dev/null || return 0
@@ -22,10 +23,14 @@ stop_pid() {  # stop_pid NAME PID: SIGTERM, wait up to 30 s (the apiserver drain
   kill -0 "$pid" 2>/dev/null && { kill -9 "$pid"; log "killed $name ($pid) with SIGKILL"; }
   return 0
 }
+# the kubelet first (it must not restart containers), then all the others at once (nothing depends on them now)
 for c in $COMPONENTS; do
   [ -f "$STATE/$c.pid" ] || continue
-  stop_pid "$c" "$(cat "$STATE/$c.pid")"; rm -f "$STATE/$c.pid"
+  if [ "$c" = kubelet ]; then stop_pid "$c" "$(cat "$STATE/$c.pid")"; else stop_pid "$c" "$(cat "$STATE/$c.pid")" & fi
 done
+wait
+for c in $COMPONENTS; do rm -f "$STATE/$c.pid"; done
+log "components stopped after $((SECONDS - T0))s"
 # shims (and the containers under them) that outlived the kubelet, found by containerd's own PID files
 for f in "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
   [ -f "$f" ] && stop_pid "$(basename "$(dirname "$f")")" "$(cat "$f")"
