@@ -24,7 +24,7 @@ done
 K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd kwok images"
 STATIC_CMDS="pause smokeapp"   # go into images, so static
 cd "$TB"
-stamp=$( { echo "$LD $(go version)"; cat go.mod go.sum; find cmd images -name '*.go' | sort | xargs cat; } | sha256sum | cut -c1-16)
+stamp=$( { echo "$LD $(go version)"; cat go.mod go.sum; find cmd images -name '*.go' ! -name '*_test.go' | sort | xargs cat; } | sha256sum | cut -c1-16)
 have=$(cat "$BIN/.stamp" 2>/dev/null || true)
 ok=1; for c in $K8S_CMDS $STATIC_CMDS; do [ -x "$BIN/$c" ] || ok=0; done
 if [ "$ok" = 1 ] && [ "$have" = "$stamp" ]; then
