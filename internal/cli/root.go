@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mlship/mlship/internal/cli/cmdutil"
+	"github.com/mlship/mlship/internal/cli/computetarget"
 	"github.com/mlship/mlship/internal/cli/endpoint"
 	"github.com/mlship/mlship/internal/cli/login"
 	"github.com/mlship/mlship/internal/cli/model"
@@ -79,6 +80,7 @@ func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
 		model.NewCmdModel(f),
 		servicecmd.NewCmdService(f),
 		endpoint.NewCmdEndpoint(f),
+		computetarget.NewCmdComputeTarget(f),
 		score.NewCmdScore(f),
 	)
 	return root

@@ -248,6 +248,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("GET /api/v1/workspaces/{ws}/models/{name}/versions/{version}/content", s.downloadModel)
 	s.routesServices(api)
 	s.routesEndpoints(api)
+	s.routesComputes(api)
 	api.Handle("/", s.wrap(func(r *http.Request) (any, error) {
 		return nil, errdefs.NotFound("no API route %s %s", r.Method, r.URL.Path)
 	}))
