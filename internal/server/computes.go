@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mlship/mlship/api"
-	"github.com/mlship/mlship/internal/auth"
 	"github.com/mlship/mlship/internal/compute/kubernetes"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/store"
@@ -82,15 +80,6 @@ func (s *Server) getCompute(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return toAPICompute(c), nil
-}
-
-// sealer is the server key's Sealer; attach and detach are rare enough to load the key each time.
-func (s *Server) sealer() (*auth.Sealer, error) {
-	key, err := auth.LoadOrCreateServerKey(filepath.Join(s.opts.DataDir, "server.key"))
-	if err != nil {
-		return nil, fmt.Errorf("server key: %w", err)
-	}
-	return auth.NewSealer(key)
 }
 
 func checkComputeName(name string) error {
@@ -165,11 +154,7 @@ func (s *Server) attachCompute(r *http.Request) (any, error) {
 	if err := kubernetes.CheckPurpose(purpose, ci.VCPUs); err != nil {
 		return nil, fmt.Errorf("attach %s: %w", req.Name, err)
 	}
-	sealer, err := s.sealer()
-	if err != nil {
-		return nil, err
-	}
-	sealed, err := sealer.Seal(string(ci.Kubeconfig))
+	sealed, err := s.sealer.Seal(string(ci.Kubeconfig))
 	if err != nil {
 		return nil, err
 	}
@@ -210,11 +195,7 @@ func (s *Server) detachCompute(r *http.Request) (any, error) {
 	}
 	out := api.DetachResult{Name: name}
 	if r.URL.Query().Get("purge") == "true" {
-		sealer, err := s.sealer()
-		if err != nil {
-			return nil, err
-		}
-		kc, err := sealer.Open(c.Kubeconfig)
+		kc, err := s.sealer.Open(c.Kubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("detach %s: open the stored kubeconfig: %w", name, err)
 		}

@@ -59,6 +59,7 @@ type Server struct {
 	local    *local.Target
 	deployer *deploy.Deployer
 	tokens   *auth.TokenSigner
+	sealer   *auth.Sealer // seals keys and cluster credentials with the server key
 	scaler   *router.Autoscaler
 	insights *insights
 	monitor  *monitor.Recorder
@@ -121,6 +122,7 @@ func (s *Server) wire() error {
 	if err != nil {
 		return err
 	}
+	s.sealer = sealer
 	if s.tokens, err = auth.NewTokenSigner(key); err != nil {
 		return err
 	}
