@@ -234,6 +234,8 @@ func TestErrorsAndExitCodes(t *testing.T) {
 		{"unknown workspace", []string{"model", "list", "-w", "nowhere"}, 1, `workspace "nowhere" not found`},
 		{"wrong token", []string{"model", "list", "--token", "mls_0123456789abcdef_wrong"}, 4, "mlship login"},
 		{"no server", []string{"model", "list", "--server", "http://127.0.0.1:1"}, 1, "is the control plane running"},
+		{"short retention", []string{"server", "--metrics-retention", "1s", "--data-dir", t.TempDir()}, 2, "--metrics-retention"},
+		{"bad log format", []string{"server", "--log-format", "xml", "--data-dir", t.TempDir()}, 2, "--log-format"},
 	}
 	for _, c := range cases {
 		r := run(t, c.args...)

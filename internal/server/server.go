@@ -47,6 +47,8 @@ type Options struct {
 	ReplicaReadyTimeout time.Duration
 	// DownscaleDelay overrides the autoscaler's 60 s of low load before scaling down (tests).
 	DownscaleDelay time.Duration
+	// MetricsRetention is how long per-version request metrics are kept (appInsightsEnabled); 24 h if 0.
+	MetricsRetention time.Duration
 }
 
 // Server is a running control plane's state.
@@ -127,7 +129,7 @@ func (s *Server) wire() error {
 		return err
 	}
 	s.insights = newInsights()
-	s.monitor = monitor.New(monitor.Options{Now: s.opts.Now})
+	s.monitor = monitor.New(monitor.Options{Now: s.opts.Now, Retention: s.opts.MetricsRetention})
 	s.collect = collect.New(filepath.Join(s.opts.DataDir, "modeldata"), collect.Options{Now: s.opts.Now})
 	s.router = router.New(router.Options{
 		Logger: s.log.With("component", "router"), Now: s.opts.Now, Tokens: s.tokens,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,8 @@ type Options struct {
 	ScoringAddr    string
 	MaxUploadBytes int64
 	LogFormat      string
+	// MetricsRetention keeps per-version request metrics this long.
+	MetricsRetention time.Duration
 	// Ready, if set, is called with the bound address once the server listens (tests).
 	Ready func(addr net.Addr)
 }
@@ -46,6 +49,7 @@ so later 'mlship' commands on this machine just work.`,
 	cmd.Flags().StringVar(&opts.ScoringAddr, "scoring-addr", "127.0.0.1:7879", "scoring router listen address (scoring URIs point here)")
 	cmd.Flags().Int64Var(&opts.MaxUploadBytes, "max-upload-bytes", cp.DefaultMaxUploadBytes, "largest model upload accepted, in bytes")
 	cmd.Flags().StringVar(&opts.LogFormat, "log-format", "text", "log format: text or json")
+	cmd.Flags().DurationVar(&opts.MetricsRetention, "metrics-retention", 24*time.Hour, "how long per-version request metrics are kept (appInsightsEnabled)")
 	return cmd
 }
 
@@ -75,7 +79,10 @@ func serverRun(ctx context.Context, opts *Options) error {
 	if opts.MaxUploadBytes <= 0 {
 		return cmdutil.FlagErrorf("--max-upload-bytes must be positive")
 	}
-	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, Logger: slog.New(h)})
+	if opts.MetricsRetention < time.Minute {
+		return cmdutil.FlagErrorf("--metrics-retention must be at least 1m (one bucket)")
+	}
+	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, MetricsRetention: opts.MetricsRetention, Logger: slog.New(h)})
 	if err != nil {
 		return err
 	}
