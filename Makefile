@@ -1,7 +1,7 @@
 # mlship: the two set-up commands are 'make demo' (the main job) and 'make test' (the whole suite).
 GO ?= go
 
-.PHONY: build demo test unit deps vet
+.PHONY: build demo test deps vet testbed testbed-smoke
 
 build:
 	$(GO) build -o bin/mlship ./cmd/mlship
@@ -18,3 +18,10 @@ test:
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# The Kubernetes testbed (docs/testbed.md): not part of 'make test' yet; its cold build takes ~12 min idle.
+testbed:
+	bash test/testbed/scripts/build.sh
+
+testbed-smoke: testbed
+	bash test/testbed/scripts/smoke.sh
