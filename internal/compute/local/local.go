@@ -32,6 +32,9 @@ type Options struct {
 	StopTimeout  time.Duration // grace for in-flight requests on stop; 30 s if 0
 	BackoffMin   time.Duration // first restart delay after a crash; 1 s if 0
 	BackoffMax   time.Duration // 30 s if 0
+	// DrainDelay is how long a replica taken out of the router's set keeps running before it is
+	// stopped, so requests routed to it just before finish; 1 s if 0 (Kubernetes' preStop sleep).
+	DrainDelay time.Duration
 }
 
 // Target is the local compute target.
@@ -70,6 +73,9 @@ func New(opts Options) (*Target, error) {
 	}
 	if opts.BackoffMax == 0 {
 		opts.BackoffMax = 30 * time.Second
+	}
+	if opts.DrainDelay == 0 {
+		opts.DrainDelay = time.Second
 	}
 	return &Target{opts: opts, groups: map[compute.Key]*group{}, client: &http.Client{Timeout: 2 * time.Second}}, nil
 }
@@ -151,7 +157,7 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 	g.active, g.spec, g.failure = fresh, spec, ""
 	t.mu.Unlock()
 	t.notify(spec.Key)
-	t.stopAll(old)
+	t.drainThenStop(old)
 	return nil
 }
 
@@ -193,7 +199,7 @@ func (t *Target) Scale(ctx context.Context, key compute.Key, n int) error {
 	t.mu.Unlock()
 	if len(removed) > 0 {
 		t.notify(key) // the router stops sending to them before they stop
-		go t.stopAll(removed)
+		go t.drainThenStop(removed)
 	}
 	return nil
 }
@@ -286,6 +292,15 @@ func (t *Target) Close() {
 		go func() { defer wg.Done(); t.Delete(context.Background(), k) }()
 	}
 	wg.Wait()
+}
+
+// drainThenStop stops replicas the router no longer sends to, after requests already on their way arrive.
+func (t *Target) drainThenStop(rs []*replica) {
+	if len(rs) == 0 {
+		return
+	}
+	time.Sleep(t.opts.DrainDelay)
+	t.stopAll(rs)
 }
 
 func (t *Target) stopAll(rs []*replica) {
