@@ -187,3 +187,75 @@ func TestCLIDeployErrors(t *testing.T) {
 		t.Fatalf("get-logs lacks the traceback: %s", logs)
 	}
 }
+
+func TestCLIEndpointRollout(t *testing.T) {
+	c := startCLI(t)
+	proj := c.dir
+	write(t, filepath.Join(proj, "v1", "weights.json"), `{"w": 1}`)
+	write(t, filepath.Join(proj, "v2", "weights.json"), `{"w": 2}`)
+	write(t, filepath.Join(proj, "src", "score.py"), `import json, os
+def init():
+    global w
+    w = json.load(open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weights.json")))["w"]
+def run(raw):
+    return {"y": w}
+`)
+	ic := write(t, filepath.Join(proj, "ic.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	dc := write(t, filepath.Join(proj, "ep.json"), `{"computeType": "AKSENDPOINT", "versionName": "ver1", "trafficPercentile": 20, "appInsightsEnabled": true}`)
+	c.ok("model", "register", "-n", "lin", "-p", "v1/weights.json")
+	c.ok("model", "register", "-n", "lin", "-p", "v2/weights.json")
+	c.ok("model", "deploy", "-n", "cli-ep", "-m", "lin:1", "-ic", ic, "-dc", dc)
+
+	shares := func(out string) map[string]float64 {
+		var ep api.Endpoint
+		if err := json.Unmarshal([]byte(out), &ep); err != nil {
+			t.Fatalf("endpoint JSON: %v: %q", err, out)
+		}
+		m := map[string]float64{}
+		for _, v := range ep.Versions {
+			m[v.Name] = v.EffectiveTrafficPercentile
+		}
+		return m
+	}
+	if s := shares(c.ok("endpoint", "show", "-n", "cli-ep")); s["ver1"] != 100 {
+		t.Fatalf("ver1 alone: %v", s)
+	}
+	if s := shares(c.ok("endpoint", "create-version", "-n", "cli-ep", "--version-name", "ver2", "-m", "lin:2", "-ic", ic, "--traffic-percentile", "10")); s["ver1"] != 90 || s["ver2"] != 10 {
+		t.Fatalf("after create-version: %v", s)
+	}
+	if s := shares(c.ok("endpoint", "update-version", "-n", "cli-ep", "--version-name", "ver2", "--traffic-percentile", "40", "--is-default")); s["ver1"] != 20 || s["ver2"] != 80 {
+		t.Fatalf("after update-version: %v", s)
+	}
+	for i := 0; i < 20; i++ {
+		c.ok("service", "run", "-n", "cli-ep", "-d", `{}`)
+	}
+	var m api.EndpointMetrics
+	json.Unmarshal([]byte(c.ok("endpoint", "metrics", "-n", "cli-ep", "--window", "10m")), &m)
+	var total uint64
+	for _, v := range m.Versions {
+		total += v.Requests
+	}
+	if !m.AppInsightsEnabled || total != 20 {
+		t.Fatalf("endpoint metrics: %+v", m)
+	}
+	if table := c.ok("endpoint", "metrics", "-n", "cli-ep", "--compare", "-o", "table"); !strings.Contains(table, "TREATMENT") || !strings.Contains(table, "not enough data") {
+		t.Fatalf("metrics --compare table:\n%s", table)
+	}
+	for _, bad := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"endpoint", "update-version", "-n", "cli-ep", "--version-name", "ver1", "--traffic-percentile", "150"}, 1, "150"},
+		{[]string{"endpoint", "delete-version", "-n", "cli-ep", "--version-name", "ver2"}, 1, "default"},
+		{[]string{"endpoint", "create-version", "-n", "cli-ep", "--version-name", "ver3"}, 2, "-m NAME:VERSION"},
+		{[]string{"endpoint", "show", "-n", "nope"}, 1, "not found"},
+	} {
+		if code, _, errOut := c.run(bad.args...); code != bad.code || !strings.Contains(errOut, bad.msg) {
+			t.Errorf("%v: exit %d %q; want %d with %q", bad.args, code, errOut, bad.code, bad.msg)
+		}
+	}
+	if s := shares(c.ok("endpoint", "delete-version", "-n", "cli-ep", "--version-name", "ver1")); len(s) != 1 || s["ver2"] != 100 {
+		t.Fatalf("after delete-version: %v", s)
+	}
+}

@@ -170,36 +170,43 @@ func wait(ctx context.Context, f *cmdutil.Factory, c *api.Client, endpoint strin
 	return printEndpoint(f, e)
 }
 
+// send is the run of create-version and update-version: check here, upload, follow the operation.
+func (o *versionFlags) send(cmd *cobra.Command, f *cmdutil.Factory, create bool) error {
+	req, err := o.request(cmd)
+	if err != nil {
+		return err
+	}
+	if create && len(req.Models) == 0 {
+		return cmdutil.FlagErrorf("give the version's models with -m NAME:VERSION")
+	}
+	body := api.DeployRequest{}
+	plan, err := o.spec.Build(&body, false)
+	if err != nil {
+		return err
+	}
+	req.InferenceConfig, req.DeploymentConfig = body.InferenceConfig, body.DeploymentConfig
+	c, err := f.Client()
+	if err != nil {
+		return err
+	}
+	call := c.UpdateVersion
+	if create {
+		call = c.CreateVersion
+	}
+	op, err := call(cmd.Context(), f.Workspace(), o.endpoint, req, plan)
+	if err != nil {
+		return err
+	}
+	return wait(cmd.Context(), f, c, o.endpoint, op, o.noWait)
+}
+
 func newCmdCreateVersion(f *cmdutil.Factory) *cobra.Command {
 	o := &versionFlags{}
 	cmd := &cobra.Command{
 		Use:   "create-version -n E --version-name V -m NAME:VER [-ic F] [-dc F] [--traffic-percentile P] [--is-default] [--is-control-version]",
 		Short: "Add a version to an endpoint (it takes traffic once Healthy)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := o.request(cmd)
-			if err != nil {
-				return err
-			}
-			if len(req.Models) == 0 {
-				return cmdutil.FlagErrorf("give the version's models with -m NAME:VERSION")
-			}
-			body := api.DeployRequest{}
-			plan, err := o.spec.Build(&body, false)
-			if err != nil {
-				return err
-			}
-			req.InferenceConfig, req.DeploymentConfig = body.InferenceConfig, body.DeploymentConfig
-			c, err := f.Client()
-			if err != nil {
-				return err
-			}
-			op, err := c.CreateVersion(cmd.Context(), f.Workspace(), o.endpoint, req, plan)
-			if err != nil {
-				return err
-			}
-			return wait(cmd.Context(), f, c, o.endpoint, op, o.noWait)
-		},
+		RunE:  func(cmd *cobra.Command, args []string) error { return o.send(cmd, f, true) },
 	}
 	o.bind(cmd)
 	return cmd
@@ -211,27 +218,7 @@ func newCmdUpdateVersion(f *cmdutil.Factory) *cobra.Command {
 		Use:   "update-version -n E --version-name V [--traffic-percentile P] [--is-default] [--is-control-version] [-m NAME:VER] [-ic F] [-dc F]",
 		Short: "Change a version's traffic (at once) or its models and configs (rolling update)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := o.request(cmd)
-			if err != nil {
-				return err
-			}
-			body := api.DeployRequest{}
-			plan, err := o.spec.Build(&body, false)
-			if err != nil {
-				return err
-			}
-			req.InferenceConfig, req.DeploymentConfig = body.InferenceConfig, body.DeploymentConfig
-			c, err := f.Client()
-			if err != nil {
-				return err
-			}
-			op, err := c.UpdateVersion(cmd.Context(), f.Workspace(), o.endpoint, req, plan)
-			if err != nil {
-				return err
-			}
-			return wait(cmd.Context(), f, c, o.endpoint, op, o.noWait)
-		},
+		RunE:  func(cmd *cobra.Command, args []string) error { return o.send(cmd, f, false) },
 	}
 	o.bind(cmd)
 	return cmd
