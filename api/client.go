@@ -43,27 +43,8 @@ func (e *Error) Error() string { return e.Message }
 
 // Is maps HTTP statuses to errdefs kinds, so callers test errors.Is(err, errdefs.ErrNotFound).
 func (e *Error) Is(target error) bool {
-	switch e.StatusCode {
-	case http.StatusBadRequest:
-		return target == errdefs.ErrInvalid
-	case http.StatusUnauthorized:
-		return target == errdefs.ErrUnauthorized
-	case http.StatusForbidden:
-		return target == errdefs.ErrForbidden
-	case http.StatusNotFound:
-		return target == errdefs.ErrNotFound
-	case http.StatusConflict:
-		return target == errdefs.ErrConflict
-	case http.StatusRequestEntityTooLarge:
-		return target == errdefs.ErrTooLarge
-	case http.StatusServiceUnavailable:
-		return target == errdefs.ErrUnavailable
-	case http.StatusGatewayTimeout:
-		return target == errdefs.ErrTimeout
-	case http.StatusNotImplemented:
-		return target == errdefs.ErrNotImplemented
-	}
-	return false
+	kind := errdefs.KindOfStatus(e.StatusCode)
+	return kind != nil && kind == target
 }
 
 func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Request, error) {

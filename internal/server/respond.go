@@ -25,27 +25,7 @@ func statusOf(err error) (int, string) {
 	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge, "PayloadTooLarge"
 	}
-	switch errdefs.Kind(err) {
-	case errdefs.ErrInvalid:
-		return http.StatusBadRequest, "BadRequest"
-	case errdefs.ErrNotFound:
-		return http.StatusNotFound, "NotFound"
-	case errdefs.ErrConflict:
-		return http.StatusConflict, "Conflict"
-	case errdefs.ErrUnauthorized:
-		return http.StatusUnauthorized, "Unauthorized"
-	case errdefs.ErrForbidden:
-		return http.StatusForbidden, "Forbidden"
-	case errdefs.ErrTooLarge:
-		return http.StatusRequestEntityTooLarge, "PayloadTooLarge"
-	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable, "ServiceUnavailable"
-	case errdefs.ErrTimeout:
-		return http.StatusGatewayTimeout, "Timeout"
-	case errdefs.ErrNotImplemented:
-		return http.StatusNotImplemented, "NotImplemented"
-	}
-	return http.StatusInternalServerError, "InternalError"
+	return errdefs.HTTPStatus(err)
 }
 
 func (s *Server) wrap(f apiFunc) http.HandlerFunc {
