@@ -51,6 +51,24 @@ func NewTokenSigner(serverKey []byte) (*TokenSigner, error) {
 	return &TokenSigner{key: k}, nil
 }
 
+// ScopedTokenKey derives the signing key of one scope (a Kubernetes compute target's name): a
+// cluster router holds only its scope's key, so a leaked cluster Secret cannot mint tokens for
+// services elsewhere.
+func ScopedTokenKey(serverKey []byte, scope string) ([]byte, error) {
+	if scope == "" {
+		return nil, errors.New("scoped token key: empty scope")
+	}
+	return deriveKey(serverKey, "access token hs256 v1 scope "+scope)
+}
+
+// NewTokenSignerWithKey returns a signer over a key from ScopedTokenKey (a cluster router's side).
+func NewTokenSignerWithKey(key []byte) (*TokenSigner, error) {
+	if len(key) < 32 {
+		return nil, fmt.Errorf("token key is %d bytes, want at least 32", len(key))
+	}
+	return &TokenSigner{key: append([]byte(nil), key...)}, nil
+}
+
 // IssueToken returns a token for service in workspace, valid from now for TokenLifetime.
 func (s *TokenSigner) IssueToken(service, workspace string, now time.Time) (AccessToken, error) {
 	now = now.Truncate(time.Second) // JWT times are whole seconds

@@ -70,3 +70,29 @@ func KeySecret(namespace, workspace, service, primary, secondary string, owner *
 		Data: map[string][]byte{PrimaryKeyField: []byte(primary), SecondaryKeyField: []byte(secondary)},
 	}, nil
 }
+
+// The namespace's router Secret: the key that verifies access tokens of the namespace's services
+// (auth.ScopedTokenKey of the compute target), read by `mlship router`.
+const (
+	RouterSecretName = RouterName
+	TokenKeyField    = "tokenKey"
+)
+
+// RouterSecret builds the router Secret holding the token-verification key.
+func RouterSecret(namespace string, tokenKey []byte) (*corev1.Secret, error) {
+	if len(namespaceErrs(namespace)) > 0 {
+		return nil, errdefs.Invalid("router secret: namespace %q is not a valid namespace name", namespace)
+	}
+	if len(tokenKey) < 32 {
+		return nil, errdefs.Invalid("router secret: token key is %d bytes, want at least 32", len(tokenKey))
+	}
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: RouterSecretName, Namespace: namespace,
+			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelComponent: ComponentRouter},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{TokenKeyField: append([]byte(nil), tokenKey...)},
+	}, nil
+}
