@@ -18,6 +18,9 @@ type Compute struct {
 	ResourceID        string             `json:"resourceId,omitempty"` // the AKS resource id, when attached as aks
 	Registry          string             `json:"registry,omitempty"`
 	InsecureRegistry  bool               `json:"insecureRegistry,omitempty"`
+	PythonImage       string             `json:"pythonImage,omitempty"`
+	ONNXImage         string             `json:"onnxImage,omitempty"`
+	NodeSelector      map[string]string  `json:"nodeSelector,omitempty"`
 	CreatedTime       *time.Time         `json:"createdTime,omitempty"`
 }
 
@@ -38,6 +41,10 @@ type AttachRequest struct {
 	ResourceID       string `json:"resourceId,omitempty"`     // an AKS resource id (attach aks)
 	Registry         string `json:"registry,omitempty"`       // HOST:PORT[/prefix]
 	InsecureRegistry bool   `json:"insecureRegistry,omitempty"`
+	// Base images; "" = REGISTRY/mlship/python:3.11-bookworm and REGISTRY/mlship/onnx-base:bookworm.
+	PythonImage  string            `json:"pythonImage,omitempty"`
+	ONNXImage    string            `json:"onnxImage,omitempty"`
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"` // labels of the nodes replicas may run on
 }
 
 // DetachResult says what detach removed from the cluster (only with purge).

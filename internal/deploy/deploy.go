@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +29,9 @@ import (
 
 // Frontend is the scoring router, as the deployer drives it.
 type Frontend interface {
-	// Configure (re)applies a service's auth, limits and versions; keys are plaintext.
-	Configure(svc store.Service, keys []string)
+	// Configure (re)applies a service's auth, limits and versions; keys are plaintext. For a
+	// service on a cluster it writes the cluster router's configuration, which can fail.
+	Configure(ctx context.Context, svc store.Service, keys []string) error
 	// Remove stops routing to a service.
 	Remove(svc store.Service)
 }
@@ -45,7 +45,9 @@ type Environments interface {
 type Options struct {
 	Store    store.Store
 	Registry *registry.Registry
-	Targets  map[string]compute.Target // by compute target name; "local" always
+	// Targets finds a compute target by workspace and name ("local" is built in); a missing
+	// one is errdefs.ErrNotFound with a hint.
+	Targets  func(ctx context.Context, workspace, name string) (compute.Target, error)
 	Envs     Environments
 	Frontend Frontend
 	Sealer   *auth.Sealer
@@ -176,18 +178,13 @@ func checkNoCode(models []store.Model) error {
 	return errdefs.Invalid("no entry script: only a single model with one .onnx file deploys without code; pass -ic inferenceconfig.json with entryScript")
 }
 
-func (d *Deployer) target(name string) (compute.Target, string, error) {
+func (d *Deployer) target(ctx context.Context, workspace, name string) (compute.Target, string, error) {
 	if name == "" {
 		name = "local"
 	}
-	t, ok := d.opts.Targets[name]
-	if !ok {
-		names := make([]string, 0, len(d.opts.Targets))
-		for n := range d.opts.Targets {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, "", errdefs.NotFound("compute target %q not found (have: %s); attach one with 'mlship computetarget attach'", name, strings.Join(names, ", "))
+	t, err := d.opts.Targets(ctx, workspace, name)
+	if err != nil {
+		return nil, "", err
 	}
 	return t, name, nil
 }
@@ -261,7 +258,7 @@ func (d *Deployer) Deploy(ctx context.Context, ws string, req Request, src *Sour
 			return store.Operation{}, err
 		}
 	}
-	_, targetName, err := d.target(req.ComputeTarget)
+	_, targetName, err := d.target(ctx, ws, req.ComputeTarget)
 	if err != nil {
 		return store.Operation{}, err
 	}
@@ -517,8 +514,7 @@ func (d *Deployer) configureFrontend(svc store.Service) error {
 	if err != nil {
 		return err
 	}
-	d.opts.Frontend.Configure(svc, []string{p, s})
-	return nil
+	return d.opts.Frontend.Configure(d.ctx, svc, []string{p, s})
 }
 
 // specOf decodes stored configs; a nil inference config means a no-code model.

@@ -62,7 +62,10 @@ func (d *Deployer) rollout(svc store.Service, version string, update bool) error
 		d.cleanOldGenerations(svc, u)
 		// Traffic reaches a version only once it is Healthy.
 		if latest, gerr := d.opts.Store.GetService(context.Background(), svc.Workspace, svc.Name); gerr == nil {
-			d.configureFrontend(latest)
+			if ferr := d.configureFrontend(latest); ferr != nil {
+				log.Warn("route traffic to the new replicas", "err", ferr)
+				d.Event(svc.Name, "%s is ready but its routing was not updated: %v (the next change retries)", version, ferr)
+			}
 		}
 	}
 	return errors.Join(result, merr)
@@ -85,7 +88,7 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 	if err != nil {
 		return err
 	}
-	target, _, err := d.target(svc.ComputeTarget)
+	target, _, err := d.target(ctx, svc.Workspace, svc.ComputeTarget)
 	if err != nil {
 		return err
 	}
@@ -196,7 +199,7 @@ func (d *Deployer) cleanOldGenerations(svc store.Service, u unit) {
 
 // stopUnit stops one unit's replicas and removes its files.
 func (d *Deployer) stopUnit(svc store.Service, u unit) error {
-	if target, _, err := d.target(svc.ComputeTarget); err == nil {
+	if target, _, err := d.target(context.Background(), svc.Workspace, svc.ComputeTarget); err == nil {
 		if err := target.Delete(context.Background(), keyOf(svc, u.version)); err != nil {
 			return fmt.Errorf("stop replicas of %s/%s: %w", svc.Name, u.version, err)
 		}
@@ -250,9 +253,16 @@ func (d *Deployer) Recover(ctx context.Context) error {
 			go func() { defer d.wg.Done(); d.teardown(svc) }()
 			continue
 		}
-		d.configureFrontend(svc)
+		remote := svc.ComputeTarget != "" && svc.ComputeTarget != "local"
+		if !remote {
+			d.configureFrontend(svc)
+		}
 		var todo []string
 		for _, u := range units(svc) {
+			// On a cluster the replicas and the router outlived this server: leave them be.
+			if remote && (u.state == store.StateHealthy || u.state == store.StateUnhealthy) {
+				continue
+			}
 			// A unit whose model never loaded would fail the same way again.
 			if u.state == store.StateFailed && !strings.Contains(u.err, "previous generation keeps serving") {
 				continue
@@ -290,7 +300,7 @@ func (d *Deployer) Recover(ctx context.Context) error {
 // Observe folds the target's view into the recorded states (Healthy <-> Unhealthy as replicas
 // come and go) and returns the service with each unit's status.
 func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Service, map[string]compute.Status) {
-	target, _, err := d.target(svc.ComputeTarget)
+	target, _, err := d.target(ctx, svc.Workspace, svc.ComputeTarget)
 	if err != nil {
 		return svc, nil
 	}
@@ -339,7 +349,7 @@ func (d *Deployer) Scale(ctx context.Context, svc store.Service, version string,
 	if !ok {
 		return errdefs.NotFound("%s has no version %q", svc.Name, version)
 	}
-	target, _, err := d.target(svc.ComputeTarget)
+	target, _, err := d.target(ctx, svc.Workspace, svc.ComputeTarget)
 	if err != nil {
 		return err
 	}
@@ -356,7 +366,7 @@ func (d *Deployer) Scale(ctx context.Context, svc store.Service, version string,
 
 // Logs returns a unit's replica logs (the default version's for an endpoint when version is "").
 func (d *Deployer) Logs(ctx context.Context, svc store.Service, version string, o compute.LogOptions) (string, error) {
-	target, _, err := d.target(svc.ComputeTarget)
+	target, _, err := d.target(ctx, svc.Workspace, svc.ComputeTarget)
 	if err != nil {
 		return "", err
 	}

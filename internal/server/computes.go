@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/mlship/mlship/api"
 	"github.com/mlship/mlship/internal/compute/kubernetes"
 	"github.com/mlship/mlship/internal/errdefs"
@@ -48,6 +51,7 @@ func toAPICompute(c store.Compute) api.Compute {
 		Name: c.Name, ComputeType: c.ComputeType, ProvisioningState: c.ProvisioningState, ClusterPurpose: c.ClusterPurpose,
 		VCPUs: c.VCPUs, Kubernetes: &api.KubernetesCompute{Server: c.Server, Namespace: c.Namespace, Context: c.Context},
 		ResourceID: c.ResourceID, Registry: c.Registry, InsecureRegistry: c.InsecureRegistry, CreatedTime: &t,
+		PythonImage: c.PythonImage, ONNXImage: c.ONNXImage, NodeSelector: c.NodeSelector,
 	}
 }
 
@@ -139,6 +143,18 @@ func (s *Server) attachCompute(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	for flag, ref := range map[string]string{"--python-image": req.PythonImage, "--onnx-image": req.ONNXImage} {
+		if ref != "" {
+			if _, err := name.ParseReference(ref); err != nil {
+				return nil, errdefs.Invalid("%s %q is not an image reference: %v", flag, ref, err)
+			}
+		}
+	}
+	for k, v := range req.NodeSelector {
+		if errs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(errs) > 0 {
+			return nil, errdefs.Invalid("--node-selector %s=%s is not a valid label: %s", k, v, strings.Join(errs, "; "))
+		}
+	}
 	if strings.TrimSpace(req.Kubeconfig) == "" {
 		return nil, errdefs.Invalid("no kubeconfig: pass --kubeconfig FILE")
 	}
@@ -162,6 +178,7 @@ func (s *Server) attachCompute(r *http.Request) (any, error) {
 		Workspace: ws, Name: req.Name, ComputeType: store.ComputeKubernetes, ProvisioningState: "Succeeded",
 		ClusterPurpose: purpose, VCPUs: ci.VCPUs, Server: ci.Server, Namespace: ci.Namespace, Context: ci.Context,
 		Kubeconfig: sealed, ResourceID: req.ResourceID, Registry: req.Registry, InsecureRegistry: req.InsecureRegistry,
+		PythonImage: req.PythonImage, ONNXImage: req.ONNXImage, NodeSelector: req.NodeSelector,
 		CreatedTime: s.opts.Now().UTC(),
 	}
 	if err := s.store.CreateCompute(ctx, c); err != nil {

@@ -16,6 +16,7 @@ import (
 
 // frontend adapts the in-process router to what the deployer drives.
 type frontend struct {
+	s         *Server
 	r         *router.Router
 	log       *slog.Logger
 	downscale time.Duration // 0: the router's default (60 s)
@@ -85,11 +86,25 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func (f *frontend) Configure(svc store.Service, keys []string) {
+func (f *frontend) Configure(ctx context.Context, svc store.Service, keys []string) error {
+	if !isLocal(svc.ComputeTarget) {
+		// The cluster's own router serves it, configured from the cluster.
+		t, err := f.s.cluster(ctx, svc.Workspace, svc.ComputeTarget)
+		if err != nil {
+			return err
+		}
+		var primary, secondary string
+		if len(keys) == 2 {
+			primary, secondary = keys[0], keys[1]
+		}
+		return t.ConfigureService(ctx, clusterConfig(svc, f.downscale), primary, secondary)
+	}
 	f.insights.configure(svc)
 	if err := f.r.SetService(routerConfig(svc, keys, f.downscale)); err != nil {
 		f.log.Error("configure router", "service", svc.Name, "err", err)
+		return fmt.Errorf("configure the router for %s: %w", svc.Name, err)
 	}
+	return nil
 }
 
 func (f *frontend) Remove(svc store.Service) {

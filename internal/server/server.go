@@ -15,7 +15,6 @@ import (
 
 	"github.com/mlship/mlship/internal/auth"
 	"github.com/mlship/mlship/internal/collect"
-	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/compute/local"
 	"github.com/mlship/mlship/internal/deploy"
 	"github.com/mlship/mlship/internal/env"
@@ -41,6 +40,9 @@ type Options struct {
 	Now            func() time.Time
 	// ScoreBinary is the mlship executable replicas run as 'mlship score'; this process's own if empty.
 	ScoreBinary string
+	// ImageBinary is the static linux mlship binary put into images for Kubernetes targets;
+	// this process's own if empty (it must then run on the nodes' libc, or be static).
+	ImageBinary string
 	// BasePython is the interpreter for entry scripts and virtualenvs; /usr/bin/python3 if empty.
 	BasePython string
 	// ReplicaReadyTimeout bounds a replica's model loading; 5 min if 0.
@@ -61,11 +63,14 @@ type Server struct {
 	local    *local.Target
 	deployer *deploy.Deployer
 	tokens   *auth.TokenSigner
-	sealer   *auth.Sealer // seals keys and cluster credentials with the server key
-	scaler   *router.Autoscaler
-	insights *insights
-	monitor  *monitor.Recorder
-	collect  *collect.Collector
+	// serverKey derives the keys of compute targets' routers.
+	serverKey []byte
+	clusters  clusters
+	sealer    *auth.Sealer // seals keys and cluster credentials with the server key
+	scaler    *router.Autoscaler
+	insights  *insights
+	monitor   *monitor.Recorder
+	collect   *collect.Collector
 	// AdminToken is set only when this start created the first admin token; it is shown once.
 	AdminToken string
 }
@@ -125,6 +130,7 @@ func (s *Server) wire() error {
 		return err
 	}
 	s.sealer = sealer
+	s.serverKey = key
 	if s.tokens, err = auth.NewTokenSigner(key); err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func (s *Server) wire() error {
 			s.collect.Collect(service, version, in, out, status, latency)
 		},
 	})
-	fe := &frontend{r: s.router, log: s.log, downscale: s.opts.DownscaleDelay, insights: s.insights, monitor: s.monitor}
+	fe := &frontend{s: s, r: s.router, log: s.log, downscale: s.opts.DownscaleDelay, insights: s.insights, monitor: s.monitor}
 	s.local, err = local.New(local.Options{
 		Binary: s.opts.ScoreBinary, LogDir: filepath.Join(s.opts.DataDir, "logs"), Logger: s.log.With("component", "local"),
 		OnReplicas: fe.onReplicas, ReadyTimeout: s.opts.ReplicaReadyTimeout,
@@ -152,7 +158,7 @@ func (s *Server) wire() error {
 		return err
 	}
 	s.deployer = deploy.New(deploy.Options{
-		Store: s.store, Registry: s.registry, Targets: map[string]compute.Target{"local": s.local},
+		Store: s.store, Registry: s.registry, Targets: s.target,
 		Envs:     env.NewCache(filepath.Join(s.opts.DataDir, "envs"), env.Options{BasePython: s.opts.BasePython, Logger: s.log}),
 		Frontend: fe, Sealer: sealer, WorkDir: filepath.Join(s.opts.DataDir, "services"),
 		Logger: s.log.With("component", "deploy"), Now: s.opts.Now,
@@ -194,6 +200,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 // Close stops every replica and releases the database.
 func (s *Server) Close() error {
 	s.deployer.Close()
+	s.closeClusters()
 	s.local.Close()
 	s.router.Close()
 	s.collect.Close()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -50,7 +51,7 @@ func (s *Server) acceptedOp(ws string, op store.Operation) accepted {
 }
 
 func (s *Server) toAPIService(svc store.Service, st map[string]compute.Status) api.Service {
-	base := s.ScoringURL() + "/api/v1/service/" + svc.Name
+	base := s.scoringBase(context.Background(), svc) + "/api/v1/service/" + svc.Name
 	dc := deploy.DeploymentConfigOf(svc.DeploymentConfig)
 	out := api.Service{
 		Name: svc.Name, ComputeType: svc.ComputeType, ComputeTargetName: svc.ComputeTarget, State: svc.State, Error: svc.Error,
@@ -291,7 +292,11 @@ func (s *Server) serviceToken(r *http.Request) (any, error) {
 	if api := s.toAPIService(svc, nil); !api.TokenAuthEnabled {
 		return nil, errdefs.Invalid("service %q does not use token auth; set tokenAuthEnabled: true in its deployment config (keys: 'mlship service get-keys')", svc.Name)
 	}
-	tok, err := s.tokens.IssueToken(svc.Name, svc.Workspace, s.opts.Now())
+	signer, err := s.tokenSigner(svc)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := signer.IssueToken(svc.Name, svc.Workspace, s.opts.Now())
 	if err != nil {
 		return nil, err
 	}

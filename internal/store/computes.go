@@ -26,6 +26,9 @@ type Compute struct {
 	ResourceID        string // the AKS resource id, when attached as 'aks'
 	Registry          string // HOST:PORT[/prefix] images are pushed to
 	InsecureRegistry  bool
+	PythonImage       string            // base image for entry scripts; "" = REGISTRY/mlship/python:3.11-bookworm
+	ONNXImage         string            // base image for no-code ONNX models; "" = REGISTRY/mlship/onnx-base:bookworm
+	NodeSelector      map[string]string // replica pods go to nodes with these labels
 	CreatedTime       time.Time
 }
 

@@ -29,6 +29,8 @@ func NewCmdComputeTarget(f *cmdutil.Factory) *cobra.Command {
 type AttachOptions struct {
 	Name, Kubeconfig, Context, Namespace, Purpose, ResourceID, Registry string
 	InsecureRegistry                                                    bool
+	PythonImage, ONNXImage                                              string
+	NodeSelector                                                        map[string]string
 }
 
 func newCmdAttach(f *cmdutil.Factory) *cobra.Command {
@@ -68,6 +70,9 @@ func newCmdAttachKind(f *cmdutil.Factory, kind string) *cobra.Command {
 	fl.StringVar(&o.Purpose, "cluster-purpose", "FastProd", "FastProd (needs at least 12 vCPUs) or DevTest")
 	fl.StringVar(&o.Registry, "registry", "", "OCI registry images are pushed to: HOST:PORT[/prefix]")
 	fl.BoolVar(&o.InsecureRegistry, "insecure-registry", false, "the registry speaks plain HTTP")
+	fl.StringVar(&o.PythonImage, "python-image", "", "base image for entry scripts (default REGISTRY/mlship/python:3.11-bookworm)")
+	fl.StringVar(&o.ONNXImage, "onnx-image", "", "base image for no-code ONNX models (default REGISTRY/mlship/onnx-base:bookworm)")
+	fl.StringToStringVar(&o.NodeSelector, "node-selector", nil, "run replicas only on nodes with these labels: KEY=VALUE[,KEY=VALUE]")
 	if kind == "aks" {
 		fl.StringVarP(&o.ResourceID, "compute-resource-id", "i", "", "the AKS cluster's Azure resource id")
 	}
@@ -115,6 +120,7 @@ func attachRun(ctx context.Context, f *cmdutil.Factory, o AttachOptions) error {
 	out, err := c.AttachCompute(ctx, f.Workspace(), api.AttachRequest{
 		Name: o.Name, Kubeconfig: string(kc), Context: o.Context, Namespace: o.Namespace, ClusterPurpose: o.Purpose,
 		ResourceID: o.ResourceID, Registry: o.Registry, InsecureRegistry: o.InsecureRegistry,
+		PythonImage: o.PythonImage, ONNXImage: o.ONNXImage, NodeSelector: o.NodeSelector,
 	})
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ type Options struct {
 	LogFormat      string
 	// MetricsRetention keeps per-version request metrics this long.
 	MetricsRetention time.Duration
+	// ImageBinary is the static mlship binary put into images for Kubernetes targets.
+	ImageBinary string
 	// Ready, if set, is called with the bound address once the server listens (tests).
 	Ready func(addr net.Addr)
 }
@@ -48,6 +50,7 @@ so later 'mlship' commands on this machine just work.`,
 	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:7878", "control-plane listen address")
 	cmd.Flags().StringVar(&opts.ScoringAddr, "scoring-addr", "127.0.0.1:7879", "scoring router listen address (scoring URIs point here)")
 	cmd.Flags().Int64Var(&opts.MaxUploadBytes, "max-upload-bytes", cp.DefaultMaxUploadBytes, "largest model upload accepted, in bytes")
+	cmd.Flags().StringVar(&opts.ImageBinary, "image-binary", os.Getenv("MLSHIP_IMAGE_BINARY"), "static linux mlship binary put into images for Kubernetes compute targets (env MLSHIP_IMAGE_BINARY; default this executable; 'make static' builds one)")
 	cmd.Flags().StringVar(&opts.LogFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().DurationVar(&opts.MetricsRetention, "metrics-retention", 24*time.Hour, "how long per-version request metrics are kept (appInsightsEnabled)")
 	return cmd
@@ -82,7 +85,7 @@ func serverRun(ctx context.Context, opts *Options) error {
 	if opts.MetricsRetention < time.Minute {
 		return cmdutil.FlagErrorf("--metrics-retention must be at least 1m (one bucket)")
 	}
-	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, MetricsRetention: opts.MetricsRetention, Logger: slog.New(h)})
+	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, MetricsRetention: opts.MetricsRetention, ImageBinary: opts.ImageBinary, Logger: slog.New(h)})
 	if err != nil {
 		return err
 	}

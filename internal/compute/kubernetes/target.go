@@ -49,6 +49,9 @@ type TargetConfig struct {
 	Python string
 	// Binary is the path of a static linux mlship binary put into every image.
 	Binary string
+	// TokenKey verifies the access tokens of the namespace's services in the router
+	// (auth.ScopedTokenKey); needed by ConfigureService and EnsureRouter.
+	TokenKey []byte
 	// NodeSelector pins replica pods (e.g. kubernetes.io/hostname of a real node); nil = anywhere.
 	NodeSelector map[string]string
 
@@ -70,6 +73,13 @@ type Target struct {
 	last     map[compute.Key][]compute.Replica
 	lastErr  map[compute.Key]string // the last failed Apply's reason, when it was rolled back
 	wg       sync.WaitGroup
+	// watchReplicas: someone asked for OnReplicas (an in-process router); the cluster's own
+	// router reads EndpointSlices, and polling pods per key would only load the API server.
+	watchReplicas bool
+
+	routerMu    sync.Mutex
+	routerReady bool   // the router's objects were applied by this Target
+	scoringBase string // found once the router's Service has an address
 }
 
 var _ compute.Target = (*Target)(nil)
@@ -79,6 +89,14 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 	rc, info, err := Config(cfg.Kubeconfig, cfg.Context, cfg.Namespace)
 	if err != nil {
 		return nil, err
+	}
+	if rc.Timeout == 0 {
+		// No call of the target waits on the server side: a hung API server must not hang
+		// an operation (or a server start) forever.
+		rc.Timeout = 30 * time.Second
+	}
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 50, 100 // many services deploy at once; client-go's 5/10 would queue them
 	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -102,6 +120,7 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	watch := cfg.OnReplicas != nil
 	if cfg.OnReplicas == nil {
 		cfg.OnReplicas = func(compute.Key, []compute.Replica) {}
 	}
@@ -109,7 +128,7 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
 	return &Target{
-		cfg: cfg, cs: cs, namespace: info.Namespace,
+		cfg: cfg, cs: cs, namespace: info.Namespace, watchReplicas: watch,
 		watchers: map[compute.Key]context.CancelFunc{},
 		last:     map[compute.Key][]compute.Replica{},
 		lastErr:  map[compute.Key]string{},
@@ -325,8 +344,8 @@ func (t *Target) applyOwner(ctx context.Context, spec compute.Spec, replicaName 
 		replaced := false
 		for i, v := range sc.Versions {
 			if v.Name == version {
-				vc.TrafficPercentile, vc.IsDefault = v.TrafficPercentile, v.IsDefault
-				sc.Versions[i], replaced = vc, true
+				// ConfigureService wrote this version's routing and scale settings: keep them.
+				sc.Versions[i].Replicas, replaced = replicaName, true
 			}
 		}
 		if !replaced {
@@ -612,6 +631,9 @@ func replicasOf(pods []corev1.Pod) []compute.Replica {
 
 // watch starts polling key's pods for the replica watcher, once.
 func (t *Target) watch(key compute.Key) {
+	if !t.watchReplicas {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.watchers[key]; ok {

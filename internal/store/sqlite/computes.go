@@ -3,21 +3,29 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/store"
 )
 
 const computeCols = `workspace, name, compute_type, provisioning_state, cluster_purpose, vcpus, server, namespace, context,
-	kubeconfig, resource_id, registry, insecure_registry, created_time`
+	kubeconfig, resource_id, registry, insecure_registry, python_image, onnx_image, node_selector, created_time`
 
 func scanCompute(r scanner) (store.Compute, error) {
 	var c store.Compute
-	var created string
+	var created, selector string
 	err := r.Scan(&c.Workspace, &c.Name, &c.ComputeType, &c.ProvisioningState, &c.ClusterPurpose, &c.VCPUs, &c.Server,
-		&c.Namespace, &c.Context, &c.Kubeconfig, &c.ResourceID, &c.Registry, &c.InsecureRegistry, &created)
+		&c.Namespace, &c.Context, &c.Kubeconfig, &c.ResourceID, &c.Registry, &c.InsecureRegistry, &c.PythonImage, &c.ONNXImage,
+		&selector, &created)
 	c.CreatedTime = parseTime(created)
+	if err == nil && selector != "" {
+		if jerr := json.Unmarshal([]byte(selector), &c.NodeSelector); jerr != nil {
+			return c, fmt.Errorf("compute %s: node selector: %w", c.Name, jerr)
+		}
+	}
 	return c, err
 }
 
@@ -48,9 +56,17 @@ func (s *Store) CreateCompute(ctx context.Context, c store.Compute) error {
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO computes (`+computeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		selector := ""
+		if len(c.NodeSelector) > 0 {
+			b, err := json.Marshal(c.NodeSelector)
+			if err != nil {
+				return err
+			}
+			selector = string(b)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO computes (`+computeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			c.Workspace, c.Name, c.ComputeType, c.ProvisioningState, c.ClusterPurpose, c.VCPUs, c.Server, c.Namespace, c.Context,
-			c.Kubeconfig, c.ResourceID, c.Registry, c.InsecureRegistry, fmtTime(c.CreatedTime))
+			c.Kubeconfig, c.ResourceID, c.Registry, c.InsecureRegistry, c.PythonImage, c.ONNXImage, selector, fmtTime(c.CreatedTime))
 		if isUnique(err) {
 			return errdefs.Conflict("compute target %q conflicts with an existing one", c.Name)
 		}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ func compute(ws, name, server, ns string) store.Compute {
 		Workspace: ws, Name: name, ComputeType: store.ComputeKubernetes, ProvisioningState: "Succeeded",
 		ClusterPurpose: "DevTest", VCPUs: 8.5, Server: server, Namespace: ns, Context: "ctx", Kubeconfig: "v1.sealed",
 		ResourceID: "/subscriptions/x", Registry: "127.0.0.1:5000/ml", InsecureRegistry: true, CreatedTime: t0,
+		PythonImage: "127.0.0.1:5000/ml/py:1", ONNXImage: "127.0.0.1:5000/ml/onnx:1", NodeSelector: map[string]string{"pool": "cpu"},
 	}
 }
 
@@ -50,7 +52,7 @@ func testComputes(t *testing.T, s store.Store) {
 		t.Fatalf("created time %v", got.CreatedTime)
 	}
 	got.CreatedTime = want.CreatedTime
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("compute round trip:\n got %+v\nwant %+v", got, want)
 	}
 	list, err := s.ListComputes(ctx(), "ws")
