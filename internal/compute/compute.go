@@ -3,6 +3,7 @@ package compute
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -79,3 +80,15 @@ type Target interface {
 
 // ReplicaWatcher is told whenever the replica set of a key changes (the router's view).
 type ReplicaWatcher func(key Key, replicas []Replica)
+
+// ErrUnschedulable marks an Apply that failed because no node can take the replicas; the
+// service's state is then Unschedulable rather than Failed, as in Azure ML.
+var ErrUnschedulable = errors.New("unschedulable")
+
+type unschedulable struct{ msg string }
+
+func (u unschedulable) Error() string        { return u.msg }
+func (u unschedulable) Is(target error) bool { return target == ErrUnschedulable }
+
+// Unschedulable returns an error with msg that matches ErrUnschedulable.
+func Unschedulable(msg string) error { return unschedulable{msg} }

@@ -52,7 +52,11 @@ func (d *Deployer) rollout(svc store.Service, version string, update bool) error
 			if update {
 				msg += " (the previous generation keeps serving)"
 			}
-			setUnit(cur, version, store.StateFailed, msg, -1)
+			state := store.StateFailed
+			if errors.Is(err, compute.ErrUnschedulable) {
+				state = store.StateUnschedulable
+			}
+			setUnit(cur, version, state, msg, -1)
 			log.Warn("failed", "err", err)
 		}
 		result = err

@@ -18,6 +18,7 @@ type cli struct {
 	t   *testing.T
 	env []string
 	dir string
+	srv *exec.Cmd // the mlship server process
 }
 
 func (c *cli) run(args ...string) (code int, stdout, stderr string) {
@@ -46,16 +47,17 @@ func (c *cli) ok(args ...string) string {
 }
 
 // startCLI starts 'mlship server' as a process and returns a CLI bound to it through its config.
-func startCLI(t *testing.T) *cli {
+func startCLI(t *testing.T, serverArgs ...string) *cli {
 	home := t.TempDir()
 	c := &cli{t: t, dir: t.TempDir(), env: append(os.Environ(), "MLSHIP_CONFIG="+filepath.Join(home, "config.json"), "MLSHIP_SERVER=", "MLSHIP_TOKEN=")}
-	srv := exec.Command(binary, "server", "--data-dir", filepath.Join(home, "data"), "--addr", freePort(t), "--scoring-addr", freePort(t))
+	srv := exec.Command(binary, append([]string{"server", "--data-dir", filepath.Join(home, "data"), "--addr", freePort(t), "--scoring-addr", freePort(t)}, serverArgs...)...)
 	srv.Env = c.env
 	logs := &syncBuf{}
 	srv.Stderr = logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	c.srv = srv
 	t.Cleanup(func() {
 		srv.Process.Signal(os.Interrupt)
 		done := make(chan struct{})

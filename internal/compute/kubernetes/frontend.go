@@ -183,6 +183,9 @@ func (t *Target) EnsureRouter(ctx context.Context) error {
 		}); err != nil {
 		return fail("service", err)
 	}
+	if err := t.waitRouter(ctx); err != nil {
+		return err
+	}
 	t.routerReady = true
 	t.cfg.Logger.Info("router applied", "namespace", t.namespace, "image", img.Ref, "reused", img.Reused)
 	return nil
@@ -252,4 +255,35 @@ func (t *Target) ScoringBase(ctx context.Context) (string, error) {
 	t.scoringBase = base
 	t.routerMu.Unlock()
 	return base, nil
+}
+
+// routerReadyTimeout bounds the wait for the router's first ready pod (an image pull included).
+const routerReadyTimeout = 3 * time.Minute
+
+// waitRouter waits until the router Deployment's current template has a ready pod, so a
+// service reported Healthy can be scored at once; a crashing or unschedulable router fails fast.
+func (t *Target) waitRouter(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, routerReadyTimeout)
+	defer cancel()
+	tick := time.NewTicker(t.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		d, err := t.cs.AppsV1().Deployments(t.namespace).Get(ctx, resources.RouterName, metav1.GetOptions{})
+		if err == nil {
+			s := d.Status
+			if s.ObservedGeneration >= d.Generation && s.UpdatedReplicas >= 1 && s.ReadyReplicas >= 1 && s.UpdatedReplicas == s.Replicas {
+				return nil
+			}
+			if pods, perr := t.pods(ctx, d); perr == nil {
+				if _, reason := t.failure(ctx, pods); reason != "" {
+					return fmt.Errorf("router in namespace %s: %s", t.namespace, reason)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("router in namespace %s not ready within %v (see 'kubectl -n %s describe deploy %s')", t.namespace, routerReadyTimeout, t.namespace, resources.RouterName)
+		case <-tick.C:
+		}
+	}
 }

@@ -463,7 +463,11 @@ func (t *Target) waitRollout(ctx context.Context, key compute.Key, name string, 
 		}
 		cur := podsOfGeneration(pods, gen)
 		if st, reason := t.failure(ctx, cur); st != "" {
-			return fmt.Errorf("replicas of %s (generation %d): %s", key, gen, reason)
+			msg := fmt.Sprintf("replicas of %s (generation %d): %s", key, gen, reason)
+			if st == store.StateUnschedulable {
+				return compute.Unschedulable(msg)
+			}
+			return errors.New(msg)
 		}
 		if rolledOut(d, gen) && countReady(cur) >= desired(d) {
 			return nil

@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientgo "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/mlship/mlship/api"
+	"github.com/mlship/mlship/internal/compute/kubernetes/resources"
+	"github.com/mlship/mlship/test/e2e/k8s"
+)
+
+// clusterEnv is a CLI bound to a server with the testbed cluster attached as "testbed", in a
+// namespace of its own that is deleted afterwards.
+type clusterEnv struct {
+	*cli
+	cs        clientgo.Interface
+	namespace string
+	tb        map[string]string
+}
+
+func startCluster(t *testing.T, namespace string) *clusterEnv {
+	tb := k8s.Testbed(t)
+	kc, err := os.ReadFile(tb["KUBECONFIG"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := clientgo.NewForConfigOrDie(rc)
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Namespaces().Delete(context.Background(), namespace, metav1.DeleteOptions{}) })
+	k8s.Prepull(t, kc, tb)
+	c := startCLI(t, "--image-binary", k8s.StaticBinary(t))
+	c.ok("computetarget", "attach", "kubernetes", "-n", "testbed", "--kubeconfig", tb["KUBECONFIG"], "--namespace", namespace,
+		"--cluster-purpose", "DevTest", "--registry", tb["REGISTRY"], "--insecure-registry",
+		"--node-selector", "kubernetes.io/hostname="+tb["NODE"])
+	return &clusterEnv{cli: c, cs: cs, namespace: namespace, tb: tb}
+}
+
+// objects lists what mlship created for a service in the namespace, by kind.
+func (e *clusterEnv) objects(t *testing.T, service string) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	sel := metav1.ListOptions{LabelSelector: resources.LabelService + "=" + service}
+	out := map[string][]string{}
+	if l, err := e.cs.CoreV1().ConfigMaps(e.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			out["ConfigMap"] = append(out["ConfigMap"], o.Name)
+		}
+	}
+	if l, err := e.cs.CoreV1().Secrets(e.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			out["Secret"] = append(out["Secret"], o.Name)
+		}
+	}
+	if l, err := e.cs.AppsV1().Deployments(e.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			out["Deployment"] = append(out["Deployment"], o.Name)
+		}
+	}
+	if l, err := e.cs.CoreV1().Services(e.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			out["Service"] = append(out["Service"], o.Name)
+		}
+	}
+	if l, err := e.cs.CoreV1().Pods(e.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			out["Pod"] = append(out["Pod"], o.Name)
+		}
+	}
+	return out
+}
+
+func eventually(t *testing.T, within time.Duration, what string, ok func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		good, last := ok()
+		if good {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last: %s", what, within, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterDeploy runs the Kubernetes target end to end through the CLI on the real testbed:
+// attach, deploy, score through the cluster's router over the service network, keys, tokens,
+// logs, a rolling update under load, a crashing init(), an unschedulable request, delete (every
+// object gone from the API server), and scoring with the control plane stopped.
+func TestClusterDeploy(t *testing.T) {
+	e := startCluster(t, "mlship-e2e")
+	proj := e.dir
+	write(t, filepath.Join(proj, "outputs", "weights.json"), `{"w": 10}`)
+	write(t, filepath.Join(proj, "src", "score.py"), `import json, os
+def init():
+    global w
+    print("loading weights", flush=True)
+    w = json.load(open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weights.json")))["w"]
+def run(raw):
+    return {"y": w * json.loads(raw)["x"]}
+`)
+	write(t, filepath.Join(proj, "bad", "score.py"), "def init():\n    raise RuntimeError(\"init is broken\")\ndef run(raw):\n    return raw\n")
+	ic := write(t, filepath.Join(proj, "inferenceconfig.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	icBad := write(t, filepath.Join(proj, "bad.json"), `{"entryScript": "score.py", "sourceDirectory": "bad"}`)
+	dc := write(t, filepath.Join(proj, "deploymentconfig.json"), `{"computeType": "AKS", "numReplicas": 1, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	e.ok("model", "register", "-n", "lin", "-p", "outputs/weights.json")
+
+	start := time.Now()
+	var svc api.Service
+	out := e.ok("model", "deploy", "-n", "k8s-svc", "-m", "lin:1", "-ic", ic, "-dc", dc, "-ct", "testbed")
+	if err := json.Unmarshal([]byte(out), &svc); err != nil || svc.State != "Healthy" || svc.ComputeTargetName != "testbed" {
+		t.Fatalf("deploy printed %q (%v)", out, err)
+	}
+	t.Logf("first deploy (router image and pod included) Healthy in %v; scoring URI %s", time.Since(start).Round(100*time.Millisecond), svc.ScoringURI)
+	if !strings.HasPrefix(svc.ScoringURI, "http://10.") || !strings.HasSuffix(svc.ScoringURI, "/api/v1/service/k8s-svc/score") {
+		t.Fatalf("scoring URI %q is not the cluster router's", svc.ScoringURI)
+	}
+	var keys api.Keys
+	json.Unmarshal([]byte(e.ok("service", "get-keys", "-n", "k8s-svc")), &keys)
+	eventually(t, 30*time.Second, "score through the cluster router", func() (bool, string) {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 4}`)
+		return code == 200 && strings.TrimSpace(body) == `{"y": 40}`, fmt.Sprint(code, " ", body)
+	})
+	if code, body := score(t, svc.ScoringURI, "", `{"x": 4}`); code != 401 {
+		t.Fatalf("no key: %d %s, want 401", code, body)
+	}
+	if code, body := score(t, svc.ScoringURI, "wrong-key", `{"x": 4}`); code != 401 {
+		t.Fatalf("wrong key: %d %s, want 401", code, body)
+	}
+	if got := strings.TrimSpace(e.ok("service", "run", "-n", "k8s-svc", "-d", `{"x": 2}`)); got != `{"y": 20}` {
+		t.Fatalf("service run = %q", got)
+	}
+	if logs := e.ok("service", "get-logs", "-n", "k8s-svc", "--tail", "50"); !strings.Contains(logs, "loading weights") {
+		t.Fatalf("get-logs = %q", logs)
+	}
+	// Objects with owner references to the service's ConfigMap, and the key Secret in the cluster.
+	objs := e.objects(t, "k8s-svc")
+	if len(objs["ConfigMap"]) != 1 || len(objs["Secret"]) != 1 || len(objs["Deployment"]) != 1 || len(objs["Service"]) != 1 {
+		t.Fatalf("objects of k8s-svc: %v", objs)
+	}
+
+	// Key rotation reaches the cluster router: the old primary key stops working.
+	old := keys.PrimaryKey
+	json.Unmarshal([]byte(e.ok("service", "regen-key", "-n", "k8s-svc", "--key", "Primary")), &keys)
+	eventually(t, 20*time.Second, "old key refused after regen-key", func() (bool, string) {
+		code, _ := score(t, svc.ScoringURI, old, `{"x": 1}`)
+		return code == 401, fmt.Sprint(code)
+	})
+	if code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 1}`); code != 200 {
+		t.Fatalf("new key: %d %s", code, body)
+	}
+
+	// A rolling update (new model version, 2 replicas) under load: no failed request.
+	write(t, filepath.Join(proj, "outputs2", "weights.json"), `{"w": 100}`)
+	e.ok("model", "register", "-n", "lin", "-p", "outputs2/weights.json")
+	dc2 := write(t, filepath.Join(proj, "two.json"), `{"numReplicas": 2, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	var sent, failed atomic.Int64
+	var lastFail atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 1}`)
+				sent.Add(1)
+				if code != 200 {
+					failed.Add(1)
+					lastFail.Store(fmt.Sprint(code, " ", body))
+				}
+			}
+		}()
+	}
+	start = time.Now()
+	json.Unmarshal([]byte(e.ok("service", "update", "-n", "k8s-svc", "-m", "lin:2", "-dc", dc2)), &svc)
+	took := time.Since(start)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if svc.State != "Healthy" || svc.Replicas.Ready != 2 {
+		t.Fatalf("after update: %+v", svc)
+	}
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests failed during the rolling update; last: %v", failed.Load(), sent.Load(), lastFail.Load())
+	}
+	t.Logf("rolling update to 2 replicas of lin:2 in %v; %d requests, 0 failed", took.Round(100*time.Millisecond), sent.Load())
+	if code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 1}`); code != 200 || strings.TrimSpace(body) != `{"y": 100}` {
+		t.Fatalf("after update: %d %s", code, body)
+	}
+
+	// Token auth: tokens from get-access-token are verified by the cluster router.
+	dcTok := write(t, filepath.Join(proj, "token.json"), `{"numReplicas": 1, "tokenAuthEnabled": true, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	var tsvc api.Service
+	json.Unmarshal([]byte(e.ok("model", "deploy", "-n", "k8s-tok", "-m", "lin:1", "-ic", ic, "-dc", dcTok, "-ct", "testbed")), &tsvc)
+	var tok api.AccessToken
+	json.Unmarshal([]byte(e.ok("service", "get-access-token", "-n", "k8s-tok")), &tok)
+	eventually(t, 20*time.Second, "token accepted by the cluster router", func() (bool, string) {
+		code, body := score(t, tsvc.ScoringURI, tok.AccessToken, `{"x": 3}`)
+		return code == 200 && strings.TrimSpace(body) == `{"y": 30}`, fmt.Sprint(code, " ", body)
+	})
+	if code, _ := score(t, tsvc.ScoringURI, keys.PrimaryKey, `{"x": 3}`); code != 401 {
+		t.Fatalf("a key on a token-auth service: %d, want 401", code)
+	}
+
+	// A crashing init(): Failed, with the traceback from the pod's log.
+	code, stdout, stderr := e.run("model", "deploy", "-n", "k8s-bad", "-m", "lin:1", "-ic", icBad, "-dc", dc, "-ct", "testbed")
+	if code == 0 || !strings.Contains(stdout+stderr, "init is broken") {
+		t.Fatalf("crashing init: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	json.Unmarshal([]byte(e.ok("service", "show", "-n", "k8s-bad", "-o", "json")), &svc)
+	if svc.State != "Failed" || !strings.Contains(svc.Error, "RuntimeError") {
+		t.Fatalf("crashing init: state %s, error %q", svc.State, svc.Error)
+	}
+
+	// More CPU than any node has: Unschedulable, with the scheduler's reason.
+	dcBig := write(t, filepath.Join(proj, "big.json"), `{"numReplicas": 1, "containerResourceRequirements": {"cpu": 64, "memoryInGB": 0.25}}`)
+	code, stdout, stderr = e.run("model", "deploy", "-n", "k8s-big", "-m", "lin:1", "-ic", ic, "-dc", dcBig, "-ct", "testbed")
+	json.Unmarshal([]byte(e.ok("service", "show", "-n", "k8s-big", "-o", "json")), &svc)
+	if code == 0 || svc.State != "Unschedulable" || !strings.Contains(svc.Error, "Insufficient cpu") {
+		t.Fatalf("64 CPUs: exit %d, state %s, error %q\n%s", code, svc.State, svc.Error, stderr)
+	}
+
+	// Delete removes every object the service created, on the API server.
+	for _, name := range []string{"k8s-bad", "k8s-big", "k8s-tok"} {
+		e.ok("service", "delete", "-n", name)
+	}
+	e.ok("service", "delete", "-n", "k8s-svc")
+	eventually(t, 60*time.Second, "k8s-svc's objects gone", func() (bool, string) {
+		objs := e.objects(t, "k8s-svc")
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
+	for _, name := range []string{"k8s-bad", "k8s-big", "k8s-tok"} {
+		if objs := e.objects(t, name); len(objs["ConfigMap"])+len(objs["Deployment"])+len(objs["Service"])+len(objs["Secret"]) > 0 {
+			t.Fatalf("%s left %v", name, objs)
+		}
+	}
+}
+
+// TestClusterScoringWithoutControlPlane: once deployed, the cluster's router serves on its own.
+func TestClusterScoringWithoutControlPlane(t *testing.T) {
+	e := startCluster(t, "mlship-e2e-cp")
+	write(t, filepath.Join(e.dir, "m", "weights.json"), `{"w": 7}`)
+	write(t, filepath.Join(e.dir, "src", "score.py"), "import json, os\ndef init():\n    global w\n    w = json.load(open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'weights.json')))['w']\ndef run(raw):\n    return {'y': w * json.loads(raw)['x']}\n")
+	ic := write(t, filepath.Join(e.dir, "ic.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	dc := write(t, filepath.Join(e.dir, "dc.json"), `{"numReplicas": 1, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	e.ok("model", "register", "-n", "seven", "-p", "m/weights.json")
+	var svc api.Service
+	json.Unmarshal([]byte(e.ok("model", "deploy", "-n", "k8s-cp", "-m", "seven:1", "-ic", ic, "-dc", dc, "-ct", "testbed")), &svc)
+	var keys api.Keys
+	json.Unmarshal([]byte(e.ok("service", "get-keys", "-n", "k8s-cp")), &keys)
+	eventually(t, 30*time.Second, "scoring", func() (bool, string) {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 2}`)
+		return code == 200, fmt.Sprint(code, " ", body)
+	})
+	// Stop the control plane.
+	e.srv.Process.Kill()
+	e.srv.Wait()
+	for i := range 20 {
+		if code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 2}`); code != 200 || strings.TrimSpace(body) != `{"y": 14}` {
+			t.Fatalf("request %d with the control plane stopped: %d %s", i, code, body)
+		}
+	}
+	if code, _ := score(t, svc.ScoringURI, "", `{"x": 2}`); code != 401 {
+		t.Fatalf("no key with the control plane stopped: %d, want 401", code)
+	}
+}
