@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/compute/computetest"
 	"github.com/mlship/mlship/internal/compute/kubernetes"
