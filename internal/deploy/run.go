@@ -108,7 +108,16 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		MemoryGB: deref(dc.ContainerResourceRequirements.MemoryInGB),
 	}
 	spec.Workers = max(spec.MaxConcurrentRequests, 1)
-	if ic != nil {
+	if ic != nil && !isLocal(svc.ComputeTarget) {
+		// On a cluster the image's base (the target's Python image) is the environment.
+		spec.SourceDir, spec.EntryScript = sourceDir, ic.EntryScript
+		if e := ic.Environment; e != nil {
+			spec.Env = e.EnvironmentVariables
+		}
+		if len(ic.PipPackages()) > 0 {
+			d.Event(svc.Name, "%s: pip packages %v are not installed on a cluster: replicas use the Python image of compute target %s (attach with --python-image to use another)", u.version, ic.PipPackages(), svc.ComputeTarget)
+		}
+	} else if ic != nil {
 		spec.SourceDir, spec.EntryScript = sourceDir, ic.EntryScript
 		var envLog bytes.Buffer
 		e, err := d.opts.Envs.Prepare(ctx, ic, &envLog)
@@ -257,7 +266,7 @@ func (d *Deployer) Recover(ctx context.Context) error {
 			go func() { defer d.wg.Done(); d.teardown(svc) }()
 			continue
 		}
-		remote := svc.ComputeTarget != "" && svc.ComputeTarget != "local"
+		remote := !isLocal(svc.ComputeTarget)
 		if !remote {
 			d.configureFrontend(svc)
 		}
@@ -395,3 +404,5 @@ func (d *Deployer) Logs(ctx context.Context, svc store.Service, version string, 
 	}
 	return text + events, nil
 }
+
+func isLocal(computeTarget string) bool { return computeTarget == "" || computeTarget == "local" }

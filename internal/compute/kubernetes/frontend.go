@@ -19,6 +19,10 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
+// ReplicaRepository holds every image the target builds, tagged by content hash: one repository
+// means the binary and base layers are pushed once, not once per service.
+const ReplicaRepository = "mlship/replicas"
+
 // ConfigureService writes what the namespace's router knows of a service: service.json in the
 // owner ConfigMap and, with key auth, the key Secret (owned by the ConfigMap, so deleting the
 // service removes it). Versions without a Replicas name get ReplicaName's. The first call also
@@ -128,7 +132,7 @@ func (t *Target) EnsureRouter(ctx context.Context) error {
 		return errdefs.Invalid("kubernetes target: no token key for the router")
 	}
 	img, err := image.Build(ctx, image.Input{Binary: t.cfg.Binary, Base: t.cfg.ONNXImage}, image.Options{
-		Registry: t.cfg.Registry, Repository: "mlship/" + resources.RouterName, Insecure: t.cfg.RegistryInsecure, Logger: t.cfg.Logger,
+		Registry: t.cfg.Registry, Repository: ReplicaRepository, Insecure: t.cfg.RegistryInsecure, Logger: t.cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("router image: %w", err)

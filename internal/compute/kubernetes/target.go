@@ -179,7 +179,7 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 	in.Models = []image.Model{model}
 	podSpec.ModelDir = modelDir
 	img, err := image.Build(ctx, in, image.Options{
-		Registry: t.cfg.Registry, Repository: "mlship/" + name, Insecure: t.cfg.RegistryInsecure, Logger: t.cfg.Logger,
+		Registry: t.cfg.Registry, Repository: ReplicaRepository, Insecure: t.cfg.RegistryInsecure, Logger: t.cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("image of %s: %w", spec.Key, err)
