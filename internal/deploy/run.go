@@ -321,7 +321,7 @@ func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Servic
 	_, busy := d.busy[svc.Name]
 	d.mu.Unlock()
 	statuses := map[string]compute.Status{}
-	changes := map[string]string{}
+	changes, reasons := map[string]string{}, map[string]string{}
 	for _, u := range units(svc) {
 		st, err := target.Status(ctx, keyOf(svc, u.version))
 		if err != nil {
@@ -334,6 +334,7 @@ func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Servic
 		switch {
 		case u.state == store.StateHealthy && st.Ready == 0:
 			changes[u.version] = store.StateUnhealthy
+			reasons[u.version] = st.Error
 		case u.state == store.StateUnhealthy && st.Ready > 0:
 			changes[u.version] = store.StateHealthy
 		}
@@ -344,6 +345,9 @@ func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Servic
 				msg := ""
 				if state == store.StateUnhealthy {
 					msg = "no replica is ready; the supervisor is restarting them (see 'mlship service get-logs')"
+					if r := reasons[v]; r != "" && !isLocal(svc.ComputeTarget) {
+						msg = "no replica is ready: " + r + " (see 'mlship service get-logs')"
+					}
 				}
 				setUnit(s, v, state, msg, -1)
 			}

@@ -213,6 +213,9 @@ func (s *Server) Router() http.Handler { return s.router }
 // Recover restarts the services recorded in the store; Run calls it.
 func (s *Server) Recover(ctx context.Context) error { return s.deployer.Recover(ctx) }
 
+// clusterObserveEvery is how many observer ticks (seconds) pass between looks at a cluster's services.
+const clusterObserveEvery = 5
+
 // Background runs the autoscaler and the state observer until ctx ends.
 func (s *Server) Background(ctx context.Context) {
 	go s.scaler.Run(ctx)
@@ -223,7 +226,7 @@ func (s *Server) Background(ctx context.Context) {
 func (s *Server) observe(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -234,6 +237,11 @@ func (s *Server) observe(ctx context.Context) {
 			continue
 		}
 		for _, svc := range services {
+			// A cluster's services are read from its API server: every clusterObserveEvery ticks,
+			// so a hundred services do not cost it hundreds of requests a second.
+			if !isLocal(svc.ComputeTarget) && tick%clusterObserveEvery != 0 {
+				continue
+			}
 			if svc.State == store.StateHealthy || svc.State == store.StateUnhealthy {
 				s.deployer.Observe(ctx, svc)
 			}
