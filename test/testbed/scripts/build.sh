@@ -21,7 +21,7 @@ LD="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   LD="$LD -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=37 -X $p.gitTreeState=clean -X $p.buildDate=2026-01-01T00:00:00Z"
 done
-K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd kwok images"
+K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd kwok images"
 STATIC_CMDS="pause smokeapp"   # go into images, so static
 cd "$TB"
 stamp=$( { echo "$LD $(go version)"; cat go.mod go.sum; find cmd images -name '*.go' ! -name '*_test.go' | sort | xargs cat; } | sha256sum | cut -c1-16)

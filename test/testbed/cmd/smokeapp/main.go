@@ -1,5 +1,6 @@
 // Command smokeapp is the static test workload of the testbed smoke test: an HTTP server on :8080,
-// and `smokeapp probe` (run by kubectl exec and the readiness probe) which checks it from inside the pod.
+// and `smokeapp probe [URL]` (run by kubectl exec and the readiness probe) which checks it from inside the pod
+// (default URL http://127.0.0.1:8080/healthz; the smoke test also passes ClusterIP URLs).
 package main
 
 import (
@@ -8,11 +9,17 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"time"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "probe" {
-		resp, err := http.Get("http://127.0.0.1:8080/healthz")
+		url := "http://127.0.0.1:8080/healthz"
+		if len(os.Args) > 2 {
+			url = os.Args[2]
+		}
+		client := &http.Client{Timeout: 5 * time.Second}
+		resp, err := client.Get(url)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
