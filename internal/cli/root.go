@@ -18,6 +18,7 @@ import (
 	"github.com/mlship/mlship/internal/cli/endpoint"
 	"github.com/mlship/mlship/internal/cli/login"
 	"github.com/mlship/mlship/internal/cli/model"
+	routercmd "github.com/mlship/mlship/internal/cli/router"
 	"github.com/mlship/mlship/internal/cli/score"
 	servercmd "github.com/mlship/mlship/internal/cli/server"
 	servicecmd "github.com/mlship/mlship/internal/cli/service"
@@ -82,6 +83,7 @@ func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
 		endpoint.NewCmdEndpoint(f),
 		computetarget.NewCmdComputeTarget(f),
 		score.NewCmdScore(f),
+		routercmd.NewCmdRouter(f),
 	)
 	return root
 }
