@@ -4,6 +4,7 @@ package compute
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type Spec struct {
 	Generation int64 // a new generation rolls the replicas
 
 	ModelDir    string            // served as AZUREML_MODEL_DIR
+	// Models are the registered versions materialized in ModelDir, as their archives: a target
+	// that builds images makes each one a content-addressed layer (the local target ignores them).
+	Models []ModelArchive
 	SourceDir   string            // holds the entry script; "" for no-code models
 	EntryScript string            // relative to SourceDir
 	Python      string            // interpreter for entry scripts (a cached environment's, or the system's)
@@ -39,6 +43,13 @@ type Spec struct {
 	ScoringTimeout        time.Duration
 
 	CPU, MemoryGB float64 // requests (the Kubernetes target uses them; local ignores)
+}
+
+// ModelArchive is one registered model version's archive (the registry's tar and its sha256).
+type ModelArchive struct {
+	Name, Version string
+	SHA256        string
+	Open          func() (io.ReadCloser, error)
 }
 
 // Replica is one running copy, as the router sees it.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,18 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		MemoryGB: deref(dc.ContainerResourceRequirements.MemoryInGB),
 	}
 	spec.Workers = max(spec.MaxConcurrentRequests, 1)
+	for _, ref := range u.models {
+		name, v, _ := strings.Cut(ref, ":")
+		var version int
+		fmt.Sscan(v, &version)
+		m, err := d.opts.Registry.Get(ctx, svc.Workspace, name, version)
+		if err != nil {
+			return fmt.Errorf("model %s: %w", ref, err)
+		}
+		digest := m.SHA256
+		spec.Models = append(spec.Models, compute.ModelArchive{Name: name, Version: v, SHA256: digest,
+			Open: func() (io.ReadCloser, error) { return d.opts.Registry.OpenBlob(context.WithoutCancel(ctx), digest) }})
+	}
 	if ic != nil && !isLocal(svc.ComputeTarget) {
 		// On a cluster the image's base (the target's Python image) is the environment.
 		spec.SourceDir, spec.EntryScript = sourceDir, ic.EntryScript

@@ -32,7 +32,9 @@ type clusterEnv struct {
 	tb        map[string]string
 }
 
-func startCluster(t *testing.T, namespace string) *clusterEnv {
+func startCluster(t *testing.T, prefix string) *clusterEnv {
+	// A fresh namespace per run: one deleted by an earlier run may still be terminating.
+	namespace := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e6)
 	tb := k8s.Testbed(t)
 	kc, err := os.ReadFile(tb["KUBECONFIG"])
 	if err != nil {

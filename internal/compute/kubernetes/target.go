@@ -172,12 +172,24 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 		podSpec.SourceDir = image.SourceDir
 		podSpec.Python = t.cfg.Python
 	}
-	model, modelDir, err := modelFromDir(spec.ModelDir)
-	if err != nil {
-		return err
+	if len(spec.Models) > 0 {
+		// Registered versions, each its own layer at azureml-models/NAME/VERSION; AZUREML_MODEL_DIR
+		// is that folder for one model and azureml-models for several, as locally and in Azure ML.
+		for _, m := range spec.Models {
+			in.Models = append(in.Models, image.Model{Name: m.Name, Version: m.Version, SHA256: m.SHA256, Open: m.Open})
+		}
+		podSpec.ModelDir = image.ModelsDir
+		if len(spec.Models) == 1 {
+			podSpec.ModelDir = path.Join(image.ModelsDir, spec.Models[0].Name, spec.Models[0].Version)
+		}
+	} else {
+		model, modelDir, err := modelFromDir(spec.ModelDir)
+		if err != nil {
+			return err
+		}
+		in.Models = []image.Model{model}
+		podSpec.ModelDir = modelDir
 	}
-	in.Models = []image.Model{model}
-	podSpec.ModelDir = modelDir
 	img, err := image.Build(ctx, in, image.Options{
 		Registry: t.cfg.Registry, Repository: ReplicaRepository, Insecure: t.cfg.RegistryInsecure, Logger: t.cfg.Logger,
 	})

@@ -3,6 +3,7 @@ package k8s
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,7 +133,7 @@ func Prepull(t testing.TB, kubeconfig []byte, env map[string]string) {
 	defer cancel()
 	start := time.Now()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "prepull-python", Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("prepull-python-%d", time.Now().UnixNano()%1e6), Namespace: "default"},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
 			NodeSelector:  map[string]string{"kubernetes.io/hostname": env["NODE"]},

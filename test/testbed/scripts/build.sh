@@ -6,7 +6,7 @@ set -euo pipefail
 T0=$SECONDS
 
 # 1. Debian packages for the real node, and debootstrap for the Python base image.
-PKGS="containerd runc containernetworking-plugins iptables conntrack debootstrap openssl curl"
+PKGS="containerd runc containernetworking-plugins iptables conntrack debootstrap openssl curl socat"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
   log "apt-get install $(echo $missing)"

@@ -31,6 +31,8 @@ for c in $COMPONENTS; do
 done
 wait
 for c in $COMPONENTS; do rm -f "$STATE/$c.pid"; done
+# socat's per-connection children end with their connections; stop any still there.
+pkill -f "^socat TCP-LISTEN:[0-9]*,bind=$POD_GW," 2>/dev/null || true
 log "components stopped after $((SECONDS - T0))s"
 # shims (and the containers under them) that outlived the kubelet, found by containerd's own PID files
 for f in "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid "$STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
@@ -92,6 +94,7 @@ for c in $COMPONENTS; do
   for pid in $(pgrep -f "^$BIN/$c "); do ours "$pid" && left="$left process:$c($pid)"; done
 done
 pgrep -f "containerd --config $STATE/" >/dev/null && left="$left process:containerd"
+pgrep -f "^socat TCP-LISTEN:[0-9]*,bind=$POD_GW," >/dev/null && left="$left process:apiserver-forward"
 grep -q " $STATE/" /proc/mounts && left="$left mounts:$(grep -c " $STATE/" /proc/mounts)"
 ip link show "$BRIDGE" >/dev/null 2>&1 && left="$left bridge:$BRIDGE"
 n=$(rules | grep -c mlship-testbed); [ "$n" = 0 ] || left="$left iptables-rules:$n"

@@ -25,7 +25,7 @@ SOCK=$STATE/containerd/containerd.sock
 export KUBECONFIG=$STATE/kubeconfig
 KUBECTL="$BIN/kubectl --kubeconfig=$KUBECONFIG"
 # the components started by up.sh, in stop order (down.sh kills them by their PID files)
-COMPONENTS="kubelet kube-proxy kwok kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry"
+COMPONENTS="kubelet kube-proxy apiserver-forward kwok kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry"
 
 log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -71,15 +71,20 @@ start etcd "$BIN/etcd" --data-dir "$STATE/etcd" --listen-client-urls "http://127
   --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT+10))" \
   --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT+10))" --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT+10))" \
   --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT+20))"
-# --advertise-address must not be loopback; with --endpoint-reconciler-type=none it is never dialed.
+# Pods reach the API server (in-cluster config: the `kubernetes` Service, 10.96.0.1:443) at the bridge
+# address: --advertise-address is the bridge gateway, which the lease reconciler publishes as the Service's
+# endpoint with the secure port, and socat forwards that address to the loopback-bound apiserver. The
+# apiserver's self-signed certificate carries 10.96.0.1 and kubernetes.default.svc.
 # --kubelet-preferred-address-types=InternalIP: with a Hostname address the apiserver would resolve the node
 # name through the system DNS server (non-loopback traffic).
 start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" --secure-port="$API_PORT" \
   --bind-address=127.0.0.1 --cert-dir="$STATE/certs" --service-account-issuer=https://kubernetes.default.svc \
   --service-account-key-file=sa.pub --service-account-signing-key-file=sa.key --token-auth-file=tokens.csv \
-  --authorization-mode=Node,RBAC --service-cluster-ip-range="$SERVICE_CIDR" --advertise-address=10.0.0.1 \
-  --endpoint-reconciler-type=none --kubelet-preferred-address-types=InternalIP
+  --authorization-mode=Node,RBAC --service-cluster-ip-range="$SERVICE_CIDR" --advertise-address="$POD_GW" \
+  --kubelet-preferred-address-types=InternalIP
 wait_for 60 kube-apiserver curl -sfk -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_PORT/readyz"
+start apiserver-forward socat "TCP-LISTEN:$API_PORT,bind=$POD_GW,fork,reuseaddr" "TCP:127.0.0.1:$API_PORT"
+wait_for 10 "API server on $POD_GW" curl -sfk -H "Authorization: Bearer $TOKEN" "https://$POD_GW:$API_PORT/readyz"
 log "kube-apiserver ready after $((SECONDS - T0))s"
 start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig=kubeconfig --authentication-kubeconfig=kubeconfig \
   --authorization-kubeconfig=kubeconfig --bind-address=127.0.0.1 --secure-port=$((API_PORT+1)) --leader-elect=false \
@@ -115,9 +120,9 @@ start kube-proxy "$BIN/kube-proxy" --kubeconfig="$KUBECONFIG" --proxy-mode=iptab
   --metrics-bind-address="127.0.0.1:$((PROXY_PORT+1))" --conntrack-max-per-core=0 \
   --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
   --iptables-localhost-nodeports=false --nodeport-addresses="$POD_GW/32,::1/128" -v=2
-proxy_synced() {  # healthy, and the rules of the `kubernetes` Service (no endpoints: a REJECT) are in place
+proxy_synced() {  # healthy, and the rules of the `kubernetes` Service are in place
   curl -sf "http://127.0.0.1:$PROXY_PORT/healthz" >/dev/null && iptables -t nat -S OUTPUT | grep -c KUBE-SERVICES &&
-    iptables -S KUBE-SERVICES | grep -c 'default/kubernetes:https'
+    iptables -t nat -S KUBE-SERVICES | grep -c 'default/kubernetes:https'
 }
 wait_for 60 "kube-proxy synced" proxy_synced
 log "kube-proxy synced after $((SECONDS - T0))s"
