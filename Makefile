@@ -24,7 +24,7 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-# The Kubernetes testbed (docs/testbed.md): not part of 'make test' yet; its cold build takes ~12 min idle.
+# The Kubernetes testbed (docs/testbed.md); 'make test' builds it, starts it and runs the cluster tests on it.
 testbed:
 	bash test/testbed/scripts/build.sh
 
