@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+
+	"github.com/mlship/mlship/internal/config"
 	"time"
 )
 
@@ -43,6 +45,10 @@ type Spec struct {
 	ScoringTimeout        time.Duration
 
 	CPU, MemoryGB float64 // requests (the Kubernetes target uses them; local ignores)
+	// Limits and the liveness probe, from the deployment config (the Kubernetes target's).
+	CPULimit, MemoryGBLimit float64
+	GPUCores                int
+	Liveness                config.LivenessProbeRequirements
 }
 
 // ModelArchive is one registered model version's archive (the registry's tar and its sha256).

@@ -107,6 +107,8 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		MaxConcurrentRequests: deref(dc.MaxConcurrentRequestsPerContainer), MaxQueueWait: dc.MaxQueueWait(),
 		ScoringTimeout: dc.ScoringTimeout(), CPU: deref(dc.ContainerResourceRequirements.CPU),
 		MemoryGB: deref(dc.ContainerResourceRequirements.MemoryInGB),
+		CPULimit: deref(dc.ContainerResourceRequirements.CPULimit), MemoryGBLimit: deref(dc.ContainerResourceRequirements.MemoryInGBLimit),
+		GPUCores: deref(dc.GPUCores), Liveness: dc.LivenessProbeRequirements,
 	}
 	spec.Workers = max(spec.MaxConcurrentRequests, 1)
 	for _, ref := range u.models {

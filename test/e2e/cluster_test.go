@@ -126,7 +126,9 @@ def run(raw):
 	write(t, filepath.Join(proj, "bad", "score.py"), "def init():\n    raise RuntimeError(\"init is broken\")\ndef run(raw):\n    return raw\n")
 	ic := write(t, filepath.Join(proj, "inferenceconfig.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
 	icBad := write(t, filepath.Join(proj, "bad.json"), `{"entryScript": "score.py", "sourceDirectory": "bad"}`)
-	dc := write(t, filepath.Join(proj, "deploymentconfig.json"), `{"computeType": "AKS", "numReplicas": 1, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	dc := write(t, filepath.Join(proj, "deploymentconfig.json"), `{"computeType": "AKS", "numReplicas": 1,
+		"containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25, "cpuLimit": 1, "memoryInGBLimit": 0.5},
+		"livenessProbeRequirements": {"periodSeconds": 7, "failureThreshold": 4}}`)
 	e.ok("model", "register", "-n", "lin", "-p", "outputs/weights.json")
 
 	start := time.Now()
@@ -161,6 +163,18 @@ def run(raw):
 	objs := e.objects(t, "k8s-svc")
 	if len(objs["ConfigMap"]) != 1 || len(objs["Secret"]) != 1 || len(objs["Deployment"]) != 1 || len(objs["Service"]) != 1 {
 		t.Fatalf("objects of k8s-svc: %v", objs)
+	}
+
+	// Requests, limits and the liveness probe come from the deployment config.
+	d, err := e.cs.AppsV1().Deployments(e.namespace).Get(context.Background(), objs["Deployment"][0], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := d.Spec.Template.Spec.Containers[0]
+	if ctr.Resources.Requests.Cpu().String() != "100m" || ctr.Resources.Limits.Cpu().String() != "1" ||
+		ctr.Resources.Limits.Memory().Value() != 512*1024*1024 || ctr.LivenessProbe == nil ||
+		ctr.LivenessProbe.PeriodSeconds != 7 || ctr.LivenessProbe.FailureThreshold != 4 {
+		t.Fatalf("container of k8s-svc: resources %+v, liveness %+v", ctr.Resources, ctr.LivenessProbe)
 	}
 
 	// Key rotation reaches the cluster router: the old primary key stops working.

@@ -205,7 +205,10 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 	}
 
 	// 3. The Deployment and its Service.
-	d, err := resources.Replica(resources.ReplicaInput{Namespace: t.namespace, Spec: podSpec, Image: img.Pinned(), Owner: owner})
+	d, err := resources.Replica(resources.ReplicaInput{
+		Namespace: t.namespace, Spec: podSpec, Image: img.Pinned(), Owner: owner, Liveness: spec.Liveness,
+		Limits: resources.ResourceLimits{CPU: spec.CPULimit, MemoryGB: spec.MemoryGBLimit, GPUCores: spec.GPUCores},
+	})
 	if err != nil {
 		return err
 	}
