@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -307,4 +309,62 @@ func TestClusterScoringWithoutControlPlane(t *testing.T) {
 	if code, _ := score(t, svc.ScoringURI, "", `{"x": 2}`); code != 401 {
 		t.Fatalf("no key with the control plane stopped: %d, want 401", code)
 	}
+}
+
+// TestClusterEndpoint: an endpoint's versions and traffic split, served by the cluster's router.
+func TestClusterEndpoint(t *testing.T) {
+	e := startCluster(t, "mlship-e2e-ep")
+	write(t, filepath.Join(e.dir, "v1", "weights.json"), `{"w": 1}`)
+	write(t, filepath.Join(e.dir, "v2", "weights.json"), `{"w": 2}`)
+	write(t, filepath.Join(e.dir, "src", "score.py"), "import json, os\ndef init():\n    global w\n    w = json.load(open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'weights.json')))['w']\ndef run(raw):\n    return {'y': w}\n")
+	ic := write(t, filepath.Join(e.dir, "ic.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	dc := write(t, filepath.Join(e.dir, "ep.json"), `{"computeType": "AKSENDPOINT", "versionName": "ver1", "trafficPercentile": 50,
+		"numReplicas": 1, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	e.ok("model", "register", "-n", "lin", "-p", "v1/weights.json")
+	e.ok("model", "register", "-n", "lin", "-p", "v2/weights.json")
+	var svc api.Service
+	json.Unmarshal([]byte(e.ok("model", "deploy", "-n", "k8s-ep", "-m", "lin:1", "-ic", ic, "-dc", dc, "-ct", "testbed")), &svc)
+	e.ok("endpoint", "create-version", "-n", "k8s-ep", "--version-name", "ver2", "-m", "lin:2", "-ic", ic, "--traffic-percentile", "50")
+	var keys api.Keys
+	json.Unmarshal([]byte(e.ok("service", "get-keys", "-n", "k8s-ep")), &keys)
+	if !strings.HasPrefix(svc.ScoringURI, "http://10.") {
+		t.Fatalf("scoring URI %q", svc.ScoringURI)
+	}
+	counts := map[string]int{}
+	eventually(t, 30*time.Second, "both versions answer", func() (bool, string) {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{}`)
+		if code == 200 {
+			counts[strings.TrimSpace(body)]++
+		}
+		return counts[`{"y": 1}`] >= 5 && counts[`{"y": 2}`] >= 5, fmt.Sprint(code, " ", body, " ", counts)
+	})
+	// Pinned to a version with Azure's header.
+	for range 10 {
+		req, _ := http.NewRequest(http.MethodPost, svc.ScoringURI, strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+keys.PrimaryKey)
+		req.Header.Set("azureml-model-deployment", "ver2")
+		resp, err := scoreClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != `{"y": 2}` {
+			t.Fatalf("pinned to ver2: %d %s", resp.StatusCode, b)
+		}
+	}
+	e.ok("endpoint", "delete-version", "-n", "k8s-ep", "--version-name", "ver2")
+	eventually(t, 30*time.Second, "ver2 no longer answers", func() (bool, string) {
+		for range 10 {
+			if code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{}`); code != 200 || strings.TrimSpace(body) != `{"y": 1}` {
+				return false, fmt.Sprint(code, " ", body)
+			}
+		}
+		return true, ""
+	})
+	e.ok("service", "delete", "-n", "k8s-ep")
+	eventually(t, 60*time.Second, "k8s-ep's objects gone", func() (bool, string) {
+		objs := e.objects(t, "k8s-ep")
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
 }
