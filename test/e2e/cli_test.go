@@ -15,10 +15,11 @@ import (
 
 // cli runs the mlship binary as a user would, with its own CLI config.
 type cli struct {
-	t   *testing.T
-	env []string
-	dir string
-	srv *exec.Cmd // the mlship server process
+	t       *testing.T
+	env     []string
+	dir     string
+	srv     *exec.Cmd // the mlship server process
+	srvArgs []string
 }
 
 func (c *cli) run(args ...string) (code int, stdout, stderr string) {
@@ -50,7 +51,24 @@ func (c *cli) ok(args ...string) string {
 func startCLI(t *testing.T, serverArgs ...string) *cli {
 	home := t.TempDir()
 	c := &cli{t: t, dir: t.TempDir(), env: append(os.Environ(), "MLSHIP_CONFIG="+filepath.Join(home, "config.json"), "MLSHIP_SERVER=", "MLSHIP_TOKEN=")}
-	srv := exec.Command(binary, append([]string{"server", "--data-dir", filepath.Join(home, "data"), "--addr", freePort(t), "--scoring-addr", freePort(t)}, serverArgs...)...)
+	c.srvArgs = append([]string{"server", "--data-dir", filepath.Join(home, "data"), "--addr", freePort(t), "--scoring-addr", freePort(t)}, serverArgs...)
+	logs := c.startServer()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(home, "config.json")); err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server wrote no CLI config: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startServer starts the server process with c.srvArgs; it is stopped at the end of the test.
+func (c *cli) startServer() *syncBuf {
+	t := c.t
+	srv := exec.Command(binary, c.srvArgs...)
 	srv.Env = c.env
 	logs := &syncBuf{}
 	srv.Stderr = logs
@@ -72,15 +90,23 @@ func startCLI(t *testing.T, serverArgs ...string) *cli {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
+	return logs
+}
+
+// restartServer starts the server again on the same data dir and addresses (after c.srv ended)
+// and waits until the CLI reaches it.
+func (c *cli) restartServer() {
+	c.t.Helper()
+	logs := c.startServer()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(home, "config.json")); err == nil {
-			return c
+		if code, _, _ := c.run("service", "list"); code == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server wrote no CLI config: %s", logs.String())
+			c.t.Fatalf("restarted server does not answer: %s", logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -282,7 +282,8 @@ def run(raw):
 	}
 }
 
-// TestClusterScoringWithoutControlPlane: once deployed, the cluster's router serves on its own.
+// TestClusterScoringWithoutControlPlane: once deployed, the cluster's router serves on its own;
+// the server, started again, finds the service as it left it.
 func TestClusterScoringWithoutControlPlane(t *testing.T) {
 	e := startCluster(t, "mlship-e2e-cp")
 	write(t, filepath.Join(e.dir, "m", "weights.json"), `{"w": 7}`)
@@ -309,6 +310,25 @@ func TestClusterScoringWithoutControlPlane(t *testing.T) {
 	if code, _ := score(t, svc.ScoringURI, "", `{"x": 2}`); code != 401 {
 		t.Fatalf("no key with the control plane stopped: %d, want 401", code)
 	}
+
+	// Started again, the server leaves the cluster's service as it is and manages it as before.
+	pods := e.objects(t, "k8s-cp")["Pod"]
+	e.restartServer()
+	json.Unmarshal([]byte(e.ok("service", "show", "-n", "k8s-cp", "-o", "json")), &svc)
+	if svc.State != "Healthy" || svc.Replicas.Ready != 1 {
+		t.Fatalf("after a restart: %+v", svc)
+	}
+	if now := e.objects(t, "k8s-cp")["Pod"]; fmt.Sprint(now) != fmt.Sprint(pods) {
+		t.Fatalf("the restart replaced the pods: %v, then %v", pods, now)
+	}
+	if got := strings.TrimSpace(e.ok("service", "run", "-n", "k8s-cp", "-d", `{"x": 3}`)); got != `{"y": 21}` {
+		t.Fatalf("service run after a restart = %q", got)
+	}
+	e.ok("service", "delete", "-n", "k8s-cp")
+	eventually(t, 60*time.Second, "k8s-cp's objects gone", func() (bool, string) {
+		objs := e.objects(t, "k8s-cp")
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
 }
 
 // TestClusterEndpoint: an endpoint's versions and traffic split, served by the cluster's router.
