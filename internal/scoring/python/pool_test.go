@@ -109,6 +109,10 @@ func TestPoolAzureContract(t *testing.T) {
 	if env["AZUREML_MODEL_DIR"] != p.cfg.ModelDir || env["OMP_NUM_THREADS"] != "4" || env["OPENBLAS_NUM_THREADS"] != "1" {
 		t.Fatalf("worker env %v", env)
 	}
+	// What init() loaded is frozen out of the garbage collector's generations.
+	if fr, err := score(t, p, `{"frozen": 1}`, 5*time.Second); err != nil || fr["frozen"].(float64) < 1000 {
+		t.Fatalf("gc.get_freeze_count() in run() = %v, %v; want the objects init() made frozen", fr, err)
+	}
 	// print() output goes to the log, even bytes that look like a frame.
 	if _, err := score(t, p, `{"print": "hello from run"}`, 5*time.Second); err != nil {
 		t.Fatal(err)

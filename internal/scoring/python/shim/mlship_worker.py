@@ -4,6 +4,7 @@ Speaks length-prefixed frames over fd 3 (a socketpair from the Go replica), so p
 code goes to stdout, which the replica logs, and cannot corrupt the protocol.
 Frame: 4-byte big-endian payload length, 1 byte kind, payload.
 """
+import gc
 import importlib.util
 import inspect
 import json
@@ -206,6 +207,10 @@ def main():
             sys.stderr.write("mlship: could not build swagger from the schema decorators:\n" + traceback.format_exc())
         if not schema.params:
             schema = None  # only an output schema: run() still takes the raw body
+    # What init() loaded (the model, its libraries) lives as long as the worker: move it out of the
+    # garbage collector's generations, so collections during requests scan only what requests make.
+    gc.collect()
+    gc.freeze()
     _send(sock, K_READY, json.dumps(info).encode())
 
     while True:

@@ -37,6 +37,9 @@ def run(raw_data):
         return {e: os.environ.get(e) for e in req["env"]}
     if "str" in req:
         return req["str"]
+    if "frozen" in req:
+        import gc
+        return {"frozen": gc.get_freeze_count()}
     if "unserializable" in req:
         return object()
     return {"echo": req.get("echo"), "pid": os.getpid(), "calls": calls, "model": model, "path0": sys.path[0]}
