@@ -388,3 +388,55 @@ func TestClusterEndpoint(t *testing.T) {
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 }
+
+// TestClusterAutoscale: the cluster's router scales a busy service through the Deployment's scale
+// subresource (with the rights of its own service account), without the control plane.
+func TestClusterAutoscale(t *testing.T) {
+	e := startCluster(t, "mlship-e2e-as")
+	write(t, filepath.Join(e.dir, "m", "weights.json"), `{"w": 1}`)
+	write(t, filepath.Join(e.dir, "src", "score.py"), "import time\ndef init():\n    pass\ndef run(raw):\n    time.sleep(0.05)\n    return {'ok': True}\n")
+	ic := write(t, filepath.Join(e.dir, "ic.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	dc := write(t, filepath.Join(e.dir, "dc.json"), `{"autoScaler": {"autoscaleEnabled": true, "minReplicas": 1, "maxReplicas": 3,
+		"refreshPeriodInSeconds": 1, "targetUtilization": 70}, "maxConcurrentRequestsPerContainer": 1, "maxQueueWaitMs": 5000,
+		"containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	e.ok("model", "register", "-n", "slow", "-p", "m/weights.json")
+	var svc api.Service
+	json.Unmarshal([]byte(e.ok("model", "deploy", "-n", "k8s-as", "-m", "slow:1", "-ic", ic, "-dc", dc, "-ct", "testbed")), &svc)
+	var keys api.Keys
+	json.Unmarshal([]byte(e.ok("service", "get-keys", "-n", "k8s-as")), &keys)
+	eventually(t, 30*time.Second, "scoring", func() (bool, string) {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{}`)
+		return code == 200, fmt.Sprint(code, " ", body)
+	})
+	objs := e.objects(t, "k8s-as")
+	if len(objs["Deployment"]) != 1 {
+		t.Fatalf("objects: %v", objs)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				score(t, svc.ScoringURI, keys.PrimaryKey, `{}`)
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	start := time.Now()
+	eventually(t, 60*time.Second, "scaled out to 2+ ready replicas", func() (bool, string) {
+		d, err := e.cs.AppsV1().Deployments(e.namespace).Get(context.Background(), objs["Deployment"][0], metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return d.Spec.Replicas != nil && *d.Spec.Replicas >= 2 && d.Status.ReadyReplicas >= 2,
+			fmt.Sprintf("spec %v, ready %d", *d.Spec.Replicas, d.Status.ReadyReplicas)
+	})
+	t.Logf("1 -> 2+ ready replicas %v after the load started", time.Since(start).Round(100*time.Millisecond))
+}
