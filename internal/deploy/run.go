@@ -98,7 +98,8 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		return err
 	}
 	genDir := filepath.Join(d.unitDir(svc, u.version), fmt.Sprintf("g%d", u.generation))
-	modelDir, sourceDir, err := d.materialize(ctx, svc.Workspace, u, genDir, ic != nil)
+	// A cluster gets the models as image layers straight from the registry: only the source is unpacked.
+	modelDir, sourceDir, err := d.materialize(ctx, svc.Workspace, u, genDir, isLocal(svc.ComputeTarget), ic != nil)
 	if err != nil {
 		return err
 	}
@@ -158,7 +159,7 @@ func deref[T any](p *T) T {
 
 // materialize writes the models (azureml-models/NAME/VERSION/...) and the source directory for a
 // generation. AZUREML_MODEL_DIR is NAME/VERSION for one model and azureml-models for several, as in Azure ML.
-func (d *Deployer) materialize(ctx context.Context, ws string, u unit, genDir string, withSource bool) (modelDir, sourceDir string, err error) {
+func (d *Deployer) materialize(ctx context.Context, ws string, u unit, genDir string, withModels, withSource bool) (modelDir, sourceDir string, err error) {
 	tmp := genDir + ".tmp"
 	os.RemoveAll(tmp)
 	defer os.RemoveAll(tmp)
@@ -168,6 +169,9 @@ func (d *Deployer) materialize(ctx context.Context, ws string, u unit, genDir st
 	}
 	root := filepath.Join(tmp, "azureml-models")
 	for _, ref := range u.models {
+		if !withModels {
+			break
+		}
 		name, v, _ := strings.Cut(ref, ":")
 		var version int
 		fmt.Sscan(v, &version)
@@ -178,6 +182,9 @@ func (d *Deployer) materialize(ctx context.Context, ws string, u unit, genDir st
 		if err := d.unpack(ctx, m.SHA256, filepath.Join(root, name, v)); err != nil {
 			return "", "", fmt.Errorf("model %s: %w", ref, err)
 		}
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", "", err
 	}
 	if withSource {
 		if err := d.unpack(ctx, u.source, filepath.Join(tmp, "source")); err != nil {
