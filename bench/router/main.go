@@ -45,6 +45,10 @@ func mainErr() error {
 	concs := flag.String("c", "1,8,32", "concurrencies")
 	out := flag.String("out", "bench/results/router.md", "results file")
 	qpBin := flag.String("queue-proxy", ".cache/bench/queue-proxy", "queue-proxy binary (built from bench/router/queueproxy if missing)")
+	targetSpec := flag.String("targets", "", "measure running endpoints instead: NAME=http://HOST:PORT/PATH;... (the first is the baseline; see cluster.sh)")
+	key := flag.String("key", "", "with -targets: bearer key sent to every target but the baseline")
+	title := flag.String("title", "Router benchmark", "with -targets: the report's title")
+	note := flag.String("note", "", "with -targets: a paragraph saying what the targets are")
 	flag.Parse()
 	if *serveKind != "" {
 		return serve(*serveKind, *upstreamURL, *cpuprofile)
@@ -56,6 +60,19 @@ func mainErr() error {
 			return fmt.Errorf("bad concurrency %q", f)
 		}
 		cs = append(cs, c)
+	}
+
+	if *targetSpec != "" {
+		targets, err := parseTargets(*targetSpec, *key)
+		if err != nil {
+			return err
+		}
+		report, err := external(targets, cs, *n, *rounds, *title, *note)
+		if err != nil {
+			return err
+		}
+		fmt.Print(report)
+		return os.WriteFile(*out, []byte(report), 0o644)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
