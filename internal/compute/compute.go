@@ -29,10 +29,10 @@ type Spec struct {
 	Key
 	Generation int64 // a new generation rolls the replicas
 
-	ModelDir    string            // served as AZUREML_MODEL_DIR
+	ModelDir string // served as AZUREML_MODEL_DIR
 	// Models are the registered versions materialized in ModelDir, as their archives: a target
 	// that builds images makes each one a content-addressed layer (the local target ignores them).
-	Models []ModelArchive
+	Models      []ModelArchive
 	SourceDir   string            // holds the entry script; "" for no-code models
 	EntryScript string            // relative to SourceDir
 	Python      string            // interpreter for entry scripts (a cached environment's, or the system's)

@@ -113,8 +113,9 @@ func Config(kubeconfig []byte, kubeContext, namespace string) (*rest.Config, Clu
 	if err != nil {
 		return nil, ci, errdefs.Invalid("bad kubeconfig: %v", err)
 	}
-	// Many checks go out at once; the default 5 QPS would make attach slow.
-	cfg.QPS, cfg.Burst = 50, 100
+	// Many checks and deploys go out at once; client-go's default 5 QPS would queue them
+	// (bench/k8s: 100 concurrent deploys waited on 50 QPS). Status and rollout waits read watches.
+	cfg.QPS, cfg.Burst = 200, 400
 	return cfg, ClusterInfo{Server: cfg.Host, Context: kubeContext, Namespace: namespace, Kubeconfig: minified}, nil
 }
 

@@ -77,6 +77,8 @@ type Target struct {
 	// router reads EndpointSlices, and polling pods per key would only load the API server.
 	watchReplicas bool
 
+	cache replicaCache
+
 	routerMu    sync.Mutex
 	routerReady bool   // the router's objects were applied by this Target
 	scoringBase string // found once the router's Service has an address
@@ -95,9 +97,7 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 		// an operation (or a server start) forever.
 		rc.Timeout = 30 * time.Second
 	}
-	if rc.QPS == 0 {
-		rc.QPS, rc.Burst = 50, 100 // many services deploy at once; client-go's 5/10 would queue them
-	}
+
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -147,6 +147,7 @@ func (t *Target) Close() {
 	}
 	t.mu.Unlock()
 	t.wg.Wait()
+	t.cache.close()
 }
 
 // Apply implements compute.Target.
@@ -422,8 +423,26 @@ func (t *Target) applyDeployment(ctx context.Context, d *appsv1.Deployment) (*ap
 	return prev, nil
 }
 
-// rollback puts prev's pod template (and generation annotation) back on the Deployment.
+// rollback puts prev's pod template (and generation annotation) back on the Deployment, and
+// waits until the watches show it, so Status reports the generation that serves.
 func (t *Target) rollback(ctx context.Context, name string, prev *appsv1.Deployment) error {
+	if err := t.restore(ctx, name, prev); err != nil {
+		return err
+	}
+	if c, ok := t.listers(); ok {
+		want := generationOf(prev)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if d, err := c.deployments.Get(name); err == nil && generationOf(d) == want {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (t *Target) restore(ctx context.Context, name string, prev *appsv1.Deployment) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		api := t.cs.AppsV1().Deployments(t.namespace)
 		cur, err := api.Get(ctx, name, metav1.GetOptions{})
@@ -465,16 +484,21 @@ func (t *Target) waitRollout(ctx context.Context, key compute.Key, name string, 
 	tick := time.NewTicker(t.cfg.PollInterval)
 	defer tick.Stop()
 	for {
-		d, err := t.cs.AppsV1().Deployments(t.namespace).Get(ctx, name, metav1.GetOptions{})
+		d, pods, cached, err := t.deploymentAndPods(ctx, name)
+		if cached && apierrors.IsNotFound(err) {
+			// Just created: the watch has not delivered it yet.
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("replicas of %s (generation %d) not ready: %w", key, gen, ctx.Err())
+			case <-tick.C:
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("replicas of %s: %w", key, ctx.Err())
 			}
 			return fmt.Errorf("deployment %s: %w", name, err)
-		}
-		pods, err := t.pods(ctx, d)
-		if err != nil && ctx.Err() == nil {
-			return err
 		}
 		cur := podsOfGeneration(pods, gen)
 		if st, reason := t.failure(ctx, cur); st != "" {
@@ -541,6 +565,23 @@ func (t *Target) pods(ctx context.Context, d *appsv1.Deployment) ([]corev1.Pod, 
 		return l.Items[i].Name < l.Items[j].Name
 	})
 	return l.Items, nil
+}
+
+// deploymentAndPods reads a replica Deployment and its pods from the watches once they synced
+// (cached true), else from the API server.
+func (t *Target) deploymentAndPods(ctx context.Context, name string) (d *appsv1.Deployment, pods []corev1.Pod, cached bool, err error) {
+	if c, ok := t.listers(); ok {
+		if d, err = c.deployments.Get(name); err != nil {
+			return nil, nil, true, err
+		}
+		pods, err = c.cachedPods(d)
+		return d, pods, true, err
+	}
+	if d, err = t.cs.AppsV1().Deployments(t.namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		return nil, nil, false, err
+	}
+	pods, err = t.pods(ctx, d)
+	return d, pods, false, err
 }
 
 // podsOfGeneration keeps the pods of gen that are not terminating.
@@ -764,16 +805,12 @@ func (t *Target) Status(ctx context.Context, key compute.Key) (compute.Status, e
 	if err != nil {
 		return compute.Status{}, err
 	}
-	d, err := t.cs.AppsV1().Deployments(t.namespace).Get(ctx, name, metav1.GetOptions{})
+	d, pods, _, err := t.deploymentAndPods(ctx, name)
 	if apierrors.IsNotFound(err) {
 		return compute.Status{}, errdefs.NotFound("replicas of %s not found", key)
 	}
 	if err != nil {
 		return compute.Status{}, fmt.Errorf("status of %s: %w", key, err)
-	}
-	pods, err := t.pods(ctx, d)
-	if err != nil {
-		return compute.Status{}, err
 	}
 	gen := generationOf(d)
 	cur := podsOfGeneration(pods, gen)
@@ -843,6 +880,14 @@ func (t *Target) Logs(ctx context.Context, key compute.Key, o compute.LogOptions
 	if err != nil && previous {
 		lo.Previous = false
 		b, err = t.cs.CoreV1().Pods(t.namespace).GetLogs(p.Name, lo).DoRaw(ctx)
+	}
+	if err == nil && !previous && len(bytes.TrimSpace(b)) == 0 {
+		// A container restarted a moment ago (its status may not say so yet): the log that
+		// explains why is the previous container's.
+		lo.Previous = true
+		if pb, perr := t.cs.CoreV1().Pods(t.namespace).GetLogs(p.Name, lo).DoRaw(ctx); perr == nil {
+			b = pb
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("logs of pod %s: %w", p.Name, err)
