@@ -88,7 +88,7 @@ func (r report) markdown() string {
 		"EndTime; the operations are polled every second, as 'model deploy' waits); `GET services` "+
 		"(what 'service list' shows) is polled alongside, one call after another. The router was not warmed: the first deploys bring it up. The baseline: %d "+
 		"Deployments of 2 replicas with the pod template of one of mlship's (same image, probes, "+
-		"node selector), created at once with client-go (the same 50 QPS / 100 burst client limits as "+
+		"node selector), created at once with client-go (the same 200 QPS / 400 burst client limits as "+
 		"mlship's), polled every 250 ms until all are available.\n\n", sc.Services, sc.Services)
 	p("| | mlship | bare cluster |\n|---|---|---|\n")
 	p("| last call answered (from the first) | %s | %s |\n", secs(sc.LastCall), secs(sc.RawLastCreate))

@@ -57,7 +57,7 @@ func openTestbed(ctx context.Context, envFile string) (*testbed, error) {
 		return nil, fmt.Errorf("testbed kubeconfig: %w", err)
 	}
 	// The same client limits as mlship's target, so the baseline is not throttled differently.
-	rc.QPS, rc.Burst, rc.Timeout = 50, 100, 30*time.Second
+	rc.QPS, rc.Burst, rc.Timeout = 200, 400, 30*time.Second // as mlship's (internal/compute/kubernetes.Config)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, err
