@@ -35,6 +35,11 @@ type clusterEnv struct {
 }
 
 func startCluster(t *testing.T, prefix string) *clusterEnv {
+	return startClusterWith(t, prefix, k8s.StaticBinary(t))
+}
+
+// startClusterWith is startCluster with the server's --image-binary.
+func startClusterWith(t *testing.T, prefix, imageBinary string) *clusterEnv {
 	// A fresh namespace per run: one deleted by an earlier run may still be terminating.
 	namespace := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e6)
 	tb := k8s.Testbed(t)
@@ -53,7 +58,7 @@ func startCluster(t *testing.T, prefix string) *clusterEnv {
 	}
 	t.Cleanup(func() { cs.CoreV1().Namespaces().Delete(context.Background(), namespace, metav1.DeleteOptions{}) })
 	k8s.Prepull(t, kc, tb)
-	c := startCLI(t, "--image-binary", k8s.StaticBinary(t))
+	c := startCLI(t, "--image-binary", imageBinary)
 	c.ok("computetarget", "attach", "kubernetes", "-n", "testbed", "--kubeconfig", tb["KUBECONFIG"], "--namespace", namespace,
 		"--cluster-purpose", "DevTest", "--registry", tb["REGISTRY"], "--insecure-registry",
 		"--node-selector", "kubernetes.io/hostname="+tb["NODE"])
@@ -439,4 +444,33 @@ func TestClusterAutoscale(t *testing.T) {
 			fmt.Sprintf("spec %v, ready %d", *d.Spec.Replicas, d.Status.ReadyReplicas)
 	})
 	t.Logf("1 -> 2+ ready replicas %v after the load started", time.Since(start).Round(100*time.Millisecond))
+}
+
+// TestClusterONNX: a no-code ONNX model on the cluster, with the dynamically linked binary ONNX
+// Runtime needs (a static one is refused before anything is built).
+func TestClusterONNX(t *testing.T) {
+	e := startClusterWith(t, "mlship-e2e-onnx", binary)
+	root := k8s.Root()
+	e.ok("model", "register", "-n", "iris", "-p", filepath.Join(root, "examples/onnx/model/model.onnx"))
+	dc := write(t, filepath.Join(e.dir, "dc.json"), `{"numReplicas": 1, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
+	var svc api.Service
+	json.Unmarshal([]byte(e.ok("model", "deploy", "-n", "k8s-onnx", "-m", "iris:1", "-dc", dc, "-ct", "testbed")), &svc)
+	var keys api.Keys
+	json.Unmarshal([]byte(e.ok("service", "get-keys", "-n", "k8s-onnx")), &keys)
+	eventually(t, 30*time.Second, "ONNX scoring through the cluster router", func() (bool, string) {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"data": [[5.1, 3.5, 1.4, 0.2]]}`)
+		return code == 200 && strings.Contains(body, "["), fmt.Sprint(code, " ", body)
+	})
+	e.ok("service", "delete", "-n", "k8s-onnx")
+
+	// The same model with a static image binary: refused with the way out, nothing left behind.
+	s := startClusterWith(t, "mlship-e2e-onnxs", k8s.StaticBinary(t))
+	s.ok("model", "register", "-n", "iris", "-p", filepath.Join(root, "examples/onnx/model/model.onnx"))
+	code, out, errOut := s.run("model", "deploy", "-n", "k8s-onnx-static", "-m", "iris:1", "-dc", dc, "-ct", "testbed")
+	if code == 0 || !strings.Contains(out+errOut, "dynamically linked") {
+		t.Fatalf("ONNX with a static image binary: exit %d\n%s%s", code, out, errOut)
+	}
+	if objs := s.objects(t, "k8s-onnx-static"); len(objs["Deployment"]) > 0 {
+		t.Fatalf("a refused deploy created %v", objs)
+	}
 }

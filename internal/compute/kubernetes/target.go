@@ -163,6 +163,11 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 	log := t.cfg.Logger.With("key", spec.Key.String(), "generation", spec.Generation)
 
 	// 1. The image: binary, source and the model folder.
+	if spec.SourceDir == "" {
+		if err := checkONNXBinary(t.cfg.Binary); err != nil {
+			return err
+		}
+	}
 	in := image.Input{Binary: t.cfg.Binary, Base: t.cfg.ONNXImage}
 	podSpec := spec
 	podSpec.Python = ""
