@@ -50,5 +50,7 @@ The server above stops when this script ends. To keep going on your own:
   bin/mlship service get-keys -n mysvc                        # then POST to the scoring URI with the key
   bin/mlship service get-logs -n mysvc --init                 # the model-loading log (init())
   bin/mlship service update -n mysvc -m mymodel:2             # a rolling update, no failed requests
+  bin/mlship computetarget attach kubernetes -n mycluster --kubeconfig ~/.kube/config --registry HOST:PORT
+                                                              # then the same deploy with -ct mycluster
   bin/mlship --help
 EOT
