@@ -33,10 +33,13 @@ type Spec struct {
 	// Models are the registered versions materialized in ModelDir, as their archives: a target
 	// that builds images makes each one a content-addressed layer (the local target ignores them).
 	Models      []ModelArchive
-	SourceDir   string            // holds the entry script; "" for no-code models
-	EntryScript string            // relative to SourceDir
-	Python      string            // interpreter for entry scripts (a cached environment's, or the system's)
-	Env         map[string]string // environment variables for the replica
+	SourceDir   string // holds the entry script; "" for no-code models
+	EntryScript string // relative to SourceDir
+	Python      string // interpreter for entry scripts (a cached environment's, or the system's)
+	// BaseImage is the inference config's base image (baseImage, or environment.docker.baseImage);
+	// a target that builds images starts from it instead of its default Python base.
+	BaseImage string
+	Env       map[string]string // environment variables for the replica
 
 	Replicas              int // initial replica count
 	Workers               int // model workers per replica

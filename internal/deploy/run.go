@@ -127,8 +127,12 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 	if ic != nil && !isLocal(svc.ComputeTarget) {
 		// On a cluster the image's base (the target's Python image) is the environment.
 		spec.SourceDir, spec.EntryScript = sourceDir, ic.EntryScript
+		spec.BaseImage = ic.BaseImage
 		if e := ic.Environment; e != nil {
 			spec.Env = e.EnvironmentVariables
+			if e.Docker != nil && e.Docker.BaseImage != "" {
+				spec.BaseImage = e.Docker.BaseImage
+			}
 		}
 		if len(ic.PipPackages()) > 0 {
 			d.Event(svc.Name, "%s: pip packages %v are not installed on a cluster: replicas use the Python image of compute target %s (attach with --python-image to use another)", u.version, ic.PipPackages(), svc.ComputeTarget)

@@ -263,6 +263,14 @@ def run(raw):
 		t.Fatalf("crashing init: state %s, error %q", svc.State, svc.Error)
 	}
 
+	// The inference config's baseImage is the image's base: a missing one fails the deploy, named.
+	icBase := write(t, filepath.Join(proj, "base.json"), fmt.Sprintf(`{"entryScript": "score.py", "sourceDirectory": "src",
+		"environment": {"name": "custom-base", "docker": {"baseImage": "%s/mlship/no-such-base:1"}}}`, e.tb["REGISTRY"]))
+	code, stdout, stderr = e.run("model", "deploy", "-n", "k8s-base", "-m", "lin:1", "-ic", icBase, "-dc", dc, "-ct", "testbed")
+	if code == 0 || !strings.Contains(stdout+stderr, "no-such-base") {
+		t.Fatalf("missing base image: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
 	// More CPU than any node has: Unschedulable, with the scheduler's reason.
 	dcBig := write(t, filepath.Join(proj, "big.json"), `{"numReplicas": 1, "containerResourceRequirements": {"cpu": 64, "memoryInGB": 0.25}}`)
 	code, stdout, stderr = e.run("model", "deploy", "-n", "k8s-big", "-m", "lin:1", "-ic", ic, "-dc", dcBig, "-ct", "testbed")
@@ -272,7 +280,7 @@ def run(raw):
 	}
 
 	// Delete removes every object the service created, on the API server.
-	for _, name := range []string{"k8s-bad", "k8s-big", "k8s-tok"} {
+	for _, name := range []string{"k8s-bad", "k8s-big", "k8s-tok", "k8s-base"} {
 		e.ok("service", "delete", "-n", name)
 	}
 	e.ok("service", "delete", "-n", "k8s-svc")

@@ -173,6 +173,9 @@ func (t *Target) Apply(ctx context.Context, spec compute.Spec) error {
 	podSpec.Python = ""
 	if spec.SourceDir != "" {
 		in.Base = t.cfg.PythonImage
+		if spec.BaseImage != "" {
+			in.Base = spec.BaseImage // the inference config's; it must have Python at the target's interpreter path
+		}
 		in.Source = image.Source{Dir: spec.SourceDir}
 		in.EntryScript = spec.EntryScript
 		podSpec.SourceDir = image.SourceDir
