@@ -218,20 +218,31 @@ func upsert[T any](ctx context.Context, obj *T,
 	})
 }
 
+// scoringRetry is how long a failure to find the router's address is answered from memory.
+const scoringRetry = 10 * time.Second
+
 // ScoringBase is the router's address as clients reach it: http://HOST:PORT of the load
 // balancer when the router's Service has one, else of its cluster IP.
 func (t *Target) ScoringBase(ctx context.Context) (string, error) {
 	t.routerMu.Lock()
-	base := t.scoringBase
+	base, lastErr, failedAt := t.scoringBase, t.scoringErr, t.scoringErrAt
 	t.routerMu.Unlock()
 	if base != "" {
 		return base, nil
+	}
+	if lastErr != nil && time.Since(failedAt) < scoringRetry {
+		// A cluster that does not answer must not make every 'service list' wait on it.
+		return "", lastErr
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	svc, err := t.cs.CoreV1().Services(t.namespace).Get(ctx, resources.RouterName, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("router service: %w", err)
+		err = fmt.Errorf("router service: %w", err)
+		t.routerMu.Lock()
+		t.scoringErr, t.scoringErrAt = err, time.Now()
+		t.routerMu.Unlock()
+		return "", err
 	}
 	if len(svc.Spec.Ports) == 0 {
 		return "", fmt.Errorf("router service %s has no port", svc.Name)

@@ -79,9 +79,11 @@ type Target struct {
 
 	cache replicaCache
 
-	routerMu    sync.Mutex
-	routerReady bool   // the router's objects were applied by this Target
-	scoringBase string // found once the router's Service has an address
+	routerMu     sync.Mutex
+	routerReady  bool   // the router's objects were applied by this Target
+	scoringBase  string // found once the router's Service has an address
+	scoringErr   error  // the last failure to find it, and when
+	scoringErrAt time.Time
 }
 
 var _ compute.Target = (*Target)(nil)
