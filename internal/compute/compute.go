@@ -98,6 +98,11 @@ type Target interface {
 	Delete(ctx context.Context, key Key) error
 }
 
+// Checker is a Target that can refuse a spec it cannot run before the deployer writes anything.
+type Checker interface {
+	Check(spec Spec) error
+}
+
 // ReplicaWatcher is told whenever the replica set of a key changes (the router's view).
 type ReplicaWatcher func(key Key, replicas []Replica)
 

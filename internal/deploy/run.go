@@ -147,6 +147,12 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		spec.Python, spec.Env = e.Python, e.Vars
 		log.Info("environment ready", "python", e.Python, "reused", e.Reused)
 	}
+	// A target that can tell a spec it cannot run says so before anything is written.
+	if c, ok := target.(compute.Checker); ok {
+		if err := c.Check(spec); err != nil {
+			return err
+		}
+	}
 	if err := d.configureFrontend(svc); err != nil {
 		return err
 	}

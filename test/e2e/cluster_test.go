@@ -478,7 +478,7 @@ func TestClusterONNX(t *testing.T) {
 	if code == 0 || !strings.Contains(out+errOut, "dynamically linked") {
 		t.Fatalf("ONNX with a static image binary: exit %d\n%s%s", code, out, errOut)
 	}
-	if objs := s.objects(t, "k8s-onnx-static"); len(objs["Deployment"]) > 0 {
+	if objs := s.objects(t, "k8s-onnx-static"); len(objs) > 0 {
 		t.Fatalf("a refused deploy created %v", objs)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/errdefs"
 )
 
@@ -41,6 +42,14 @@ func checkONNXBinary(path string) error {
 		return errdefs.Invalid("no-code ONNX models need a dynamically linked mlship binary in the image (ONNX Runtime is loaded with dlopen), "+
 			"but the server's image binary %s is static: run 'mlship server' with --image-binary bin/mlship (make build; "+
 			"the ONNX base image must carry its glibc, as the one test/testbed/scripts/images.sh builds does)", path)
+	}
+	return nil
+}
+
+// Check implements compute.Checker: what Apply would refuse before it builds anything.
+func (t *Target) Check(spec compute.Spec) error {
+	if spec.SourceDir == "" {
+		return checkONNXBinary(t.cfg.Binary)
 	}
 	return nil
 }

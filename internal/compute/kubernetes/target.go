@@ -86,7 +86,10 @@ type Target struct {
 	scoringErrAt time.Time
 }
 
-var _ compute.Target = (*Target)(nil)
+var (
+	_ compute.Target  = (*Target)(nil)
+	_ compute.Checker = (*Target)(nil)
+)
 
 // NewTarget connects to the cluster in cfg.Kubeconfig (nothing is called until the first use).
 func NewTarget(cfg TargetConfig) (*Target, error) {
