@@ -542,6 +542,15 @@ func TestNotReadyWithoutRights(t *testing.T) {
 	if err := e.admin.RbacV1().RoleBindings(e.ns).Delete(e.ctx, resources.RouterName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The API server's authorizer learns of the deletion through its own watch: wait until the
+	// router's credentials are refused, or a loaded machine lets the router sync first.
+	e.eventually("the router's rights revoked", func() error {
+		_, err := e.router.CoreV1().ConfigMaps(e.ns).List(e.ctx, metav1.ListOptions{})
+		if !apierrors.IsForbidden(err) {
+			return errNotYet
+		}
+		return nil
+	})
 	e.run(Options{}, false)
 	e.eventually("the router logs why it cannot read the namespace", func() error {
 		if !strings.Contains(e.logs.String(), "cannot watch the Kubernetes API") || !strings.Contains(e.logs.String(), "forbidden") {
