@@ -99,7 +99,7 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 	}
 	genDir := filepath.Join(d.unitDir(svc, u.version), fmt.Sprintf("g%d", u.generation))
 	// A cluster gets the models as image layers straight from the registry: only the source is unpacked.
-	modelDir, sourceDir, err := d.materialize(ctx, svc.Workspace, u, genDir, isLocal(svc.ComputeTarget), ic != nil)
+	modelDir, sourceDir, err := d.materialize(ctx, svc.Workspace, u, genDir, IsLocal(svc.ComputeTarget), ic != nil)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (d *Deployer) apply(ctx context.Context, svc store.Service, u unit, log int
 		spec.Models = append(spec.Models, compute.ModelArchive{Name: name, Version: v, SHA256: digest,
 			Open: func() (io.ReadCloser, error) { return d.opts.Registry.OpenBlob(context.WithoutCancel(ctx), digest) }})
 	}
-	if ic != nil && !isLocal(svc.ComputeTarget) {
+	if ic != nil && !IsLocal(svc.ComputeTarget) {
 		// On a cluster the image's base (the target's Python image) is the environment.
 		spec.SourceDir, spec.EntryScript = sourceDir, ic.EntryScript
 		spec.BaseImage = ic.BaseImage
@@ -298,7 +298,7 @@ func (d *Deployer) Recover(ctx context.Context) error {
 			go func() { defer d.wg.Done(); d.teardown(svc) }()
 			continue
 		}
-		remote := !isLocal(svc.ComputeTarget)
+		remote := !IsLocal(svc.ComputeTarget)
 		if !remote {
 			d.configureFrontend(svc)
 		}
@@ -377,7 +377,7 @@ func (d *Deployer) Observe(ctx context.Context, svc store.Service) (store.Servic
 				msg := ""
 				if state == store.StateUnhealthy {
 					msg = "no replica is ready; the supervisor is restarting them (see 'mlship service get-logs')"
-					if r := reasons[v]; r != "" && !isLocal(svc.ComputeTarget) {
+					if r := reasons[v]; r != "" && !IsLocal(svc.ComputeTarget) {
 						msg = "no replica is ready: " + r + " (see 'mlship service get-logs')"
 					}
 				}
@@ -441,4 +441,7 @@ func (d *Deployer) Logs(ctx context.Context, svc store.Service, version string, 
 	return text + events, nil
 }
 
-func isLocal(computeTarget string) bool { return computeTarget == "" || computeTarget == "local" }
+// IsLocal reports whether a service's compute target is this machine ("" or "local").
+func IsLocal(computeTarget string) bool {
+	return computeTarget == "" || computeTarget == store.ComputeLocal
+}

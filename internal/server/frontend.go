@@ -87,7 +87,7 @@ func deref[T any](p *T) T {
 }
 
 func (f *frontend) Configure(ctx context.Context, svc store.Service, keys []string) error {
-	if !isLocal(svc.ComputeTarget) {
+	if !deploy.IsLocal(svc.ComputeTarget) {
 		// The cluster's own router serves it, configured from the cluster.
 		t, err := f.s.cluster(ctx, svc.Workspace, svc.ComputeTarget)
 		if err != nil {

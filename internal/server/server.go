@@ -239,7 +239,7 @@ func (s *Server) observe(ctx context.Context) {
 		for _, svc := range services {
 			// A cluster's services are read from its API server: every clusterObserveEvery ticks,
 			// so a hundred services do not cost it hundreds of requests a second.
-			if !isLocal(svc.ComputeTarget) && tick%clusterObserveEvery != 0 {
+			if !deploy.IsLocal(svc.ComputeTarget) && tick%clusterObserveEvery != 0 {
 				continue
 			}
 			if svc.State == store.StateHealthy || svc.State == store.StateUnhealthy {

@@ -12,6 +12,7 @@ import (
 	"github.com/mlship/mlship/internal/compute"
 	"github.com/mlship/mlship/internal/compute/kubernetes"
 	"github.com/mlship/mlship/internal/compute/kubernetes/resources"
+	"github.com/mlship/mlship/internal/deploy"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/router"
 	"github.com/mlship/mlship/internal/store"
@@ -35,13 +36,9 @@ type clusterEntry struct {
 	t       *kubernetes.Target
 }
 
-func isLocal(computeTarget string) bool {
-	return computeTarget == "" || computeTarget == store.ComputeLocal
-}
-
 // target resolves a compute target by name for the deployer.
 func (s *Server) target(ctx context.Context, ws, name string) (compute.Target, error) {
-	if isLocal(name) {
+	if deploy.IsLocal(name) {
 		return s.local, nil
 	}
 	return s.cluster(ctx, ws, name)
@@ -118,7 +115,7 @@ func (s *Server) closeClusters() {
 // tokenSigner is the signer of svc's access tokens: the server's for local services, the
 // target's scoped one (which its cluster router holds) for services on a cluster.
 func (s *Server) tokenSigner(svc store.Service) (*auth.TokenSigner, error) {
-	if isLocal(svc.ComputeTarget) {
+	if deploy.IsLocal(svc.ComputeTarget) {
 		return s.tokens, nil
 	}
 	k, err := auth.ScopedTokenKey(s.serverKey, svc.Workspace+"/"+svc.ComputeTarget)
@@ -130,7 +127,7 @@ func (s *Server) tokenSigner(svc store.Service) (*auth.TokenSigner, error) {
 
 // scoringBase is where svc's scoring URI starts: this server's router, or the cluster's.
 func (s *Server) scoringBase(ctx context.Context, svc store.Service) string {
-	if isLocal(svc.ComputeTarget) {
+	if deploy.IsLocal(svc.ComputeTarget) {
 		return s.ScoringURL()
 	}
 	t, err := s.cluster(ctx, svc.Workspace, svc.ComputeTarget)

@@ -16,7 +16,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	clientgo "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -68,32 +70,26 @@ func startClusterWith(t *testing.T, prefix, imageBinary string) *clusterEnv {
 // objects lists what mlship created for a service in the namespace, by kind.
 func (e *clusterEnv) objects(t *testing.T, service string) map[string][]string {
 	t.Helper()
-	ctx := context.Background()
+	ctx, ns := context.Background(), e.namespace
 	sel := metav1.ListOptions{LabelSelector: resources.LabelService + "=" + service}
+	lists := map[string]func() (runtime.Object, error){
+		"ConfigMap":  func() (runtime.Object, error) { return e.cs.CoreV1().ConfigMaps(ns).List(ctx, sel) },
+		"Secret":     func() (runtime.Object, error) { return e.cs.CoreV1().Secrets(ns).List(ctx, sel) },
+		"Deployment": func() (runtime.Object, error) { return e.cs.AppsV1().Deployments(ns).List(ctx, sel) },
+		"Service":    func() (runtime.Object, error) { return e.cs.CoreV1().Services(ns).List(ctx, sel) },
+		"Pod":        func() (runtime.Object, error) { return e.cs.CoreV1().Pods(ns).List(ctx, sel) },
+	}
 	out := map[string][]string{}
-	if l, err := e.cs.CoreV1().ConfigMaps(e.namespace).List(ctx, sel); err == nil {
-		for _, o := range l.Items {
-			out["ConfigMap"] = append(out["ConfigMap"], o.Name)
+	for kind, list := range lists {
+		l, err := list()
+		if err != nil {
+			continue
 		}
-	}
-	if l, err := e.cs.CoreV1().Secrets(e.namespace).List(ctx, sel); err == nil {
-		for _, o := range l.Items {
-			out["Secret"] = append(out["Secret"], o.Name)
-		}
-	}
-	if l, err := e.cs.AppsV1().Deployments(e.namespace).List(ctx, sel); err == nil {
-		for _, o := range l.Items {
-			out["Deployment"] = append(out["Deployment"], o.Name)
-		}
-	}
-	if l, err := e.cs.CoreV1().Services(e.namespace).List(ctx, sel); err == nil {
-		for _, o := range l.Items {
-			out["Service"] = append(out["Service"], o.Name)
-		}
-	}
-	if l, err := e.cs.CoreV1().Pods(e.namespace).List(ctx, sel); err == nil {
-		for _, o := range l.Items {
-			out["Pod"] = append(out["Pod"], o.Name)
+		items, _ := meta.ExtractList(l)
+		for _, it := range items {
+			if o, err := meta.Accessor(it); err == nil {
+				out[kind] = append(out[kind], o.GetName())
+			}
 		}
 	}
 	return out

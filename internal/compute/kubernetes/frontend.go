@@ -100,22 +100,11 @@ func (t *Target) ConfigureService(ctx context.Context, sc *resources.ServiceConf
 }
 
 func applySecret(ctx context.Context, t *Target, s *corev1.Secret) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		api := t.cs.CoreV1().Secrets(t.namespace)
-		cur, err := api.Get(ctx, s.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			_, err = api.Create(ctx, s, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				return apierrors.NewConflict(corev1.Resource("secrets"), s.Name, err)
-			}
-			return err
-		}
-		if err != nil {
-			return err
-		}
+	api := t.cs.CoreV1().Secrets(t.namespace)
+	return upsert(ctx, s, api.Get, api.Create, func(ctx context.Context, cur *corev1.Secret) error {
 		next := s.DeepCopy()
 		next.ResourceVersion = cur.ResourceVersion
-		_, err = api.Update(ctx, next, metav1.UpdateOptions{})
+		_, err := api.Update(ctx, next, metav1.UpdateOptions{})
 		return err
 	})
 }
