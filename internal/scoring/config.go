@@ -38,10 +38,13 @@ type Config struct {
 	InitTimeout           time.Duration // bound on loading the model (every worker's init())
 	MaxBodyBytes          int64
 
-	Python         string   // interpreter for entry scripts; /usr/bin/python3 if empty
-	PythonEnv      []string // extra KEY=VALUE for Python workers
-	ONNXRuntimeLib string   // libonnxruntime.so; $ONNXRUNTIME_LIB or the setup script's cache if empty
-	ONNXThreads    int      // intra-op threads per ONNX run; 1 if 0
+	Python    string   // interpreter for entry scripts; /usr/bin/python3 if empty
+	PythonEnv []string // extra KEY=VALUE for Python workers
+	// WorkerPollMicros: while one worker is busy and a core is free, it and the replica poll for
+	// each other this long instead of sleeping (see python.Config.PollMicros); 0 never polls.
+	WorkerPollMicros int
+	ONNXRuntimeLib   string // libonnxruntime.so; $ONNXRUNTIME_LIB or the setup script's cache if empty
+	ONNXThreads      int    // intra-op threads per ONNX run; 1 if 0
 
 	Addr string // listen address; 127.0.0.1:0 picks a free port on loopback
 }

@@ -131,7 +131,7 @@ func (s *Server) score(w http.ResponseWriter, r *http.Request) int {
 		return code
 	}
 	defer done()
-	req := &backend.Request{Body: body.Bytes()}
+	req := &backend.Request{Body: body.Bytes(), Alone: s.lim.alone()}
 	if s.meta.RawHTTP {
 		req.Method, req.Path, req.Query, req.Header = r.Method, r.URL.Path, r.URL.RawQuery, r.Header
 	}

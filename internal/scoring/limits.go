@@ -47,6 +47,9 @@ func (l *limiter) acquire(ctx context.Context) error {
 	}
 }
 
+// alone reports whether the caller's request is the only one admitted or queued.
+func (l *limiter) alone() bool { return l.inFlight.Load()+l.queued.Load() == 1 }
+
 func (l *limiter) release() {
 	l.inFlight.Add(-1)
 	<-l.slots

@@ -139,7 +139,7 @@ func (s *Server) inferViaScore(ctx context.Context, req *tensor.InferRequest) (*
 		buf.Write(nested)
 	}
 	buf.WriteByte('}')
-	res, err := s.backend.Score(ctx, &backend.Request{Body: buf.Bytes(), Method: "POST", Path: "/score"})
+	res, err := s.backend.Score(ctx, &backend.Request{Body: buf.Bytes(), Method: "POST", Path: "/score", Alone: s.lim.alone()})
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ type Options struct {
 	Host                             string
 	Port                             int
 	Workers                          int
+	WorkerPollMicros                 int
 	MaxConcurrentRequests            int
 	MaxQueueWaitMs                   int
 	ScoringTimeoutMs                 int
@@ -89,6 +90,7 @@ Once ready, one line '` + ReadyPrefix + `HOST:PORT' is printed on stderr.
 	fl.IntVar(&opts.ScoringTimeoutMs, "scoring-timeout-ms", int(scoring.DefaultScoringTimeout.Milliseconds()), "how long run() may take before 504 (scoringTimeoutMs, at most 300000)")
 	fl.DurationVar(&opts.InitTimeout, "init-timeout", scoring.DefaultInitTimeout, "how long loading the model (every worker's init()) may take")
 	fl.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", scoring.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
+	fl.IntVar(&opts.WorkerPollMicros, "worker-poll-us", 200, "while one Python worker is busy and a core is free, it and the replica poll for each other this many µs instead of sleeping; 0 never polls")
 	fl.StringVar(&opts.Python, "python", "/usr/bin/python3", "Python interpreter for entry scripts")
 	fl.StringVar(&opts.ONNXRuntimeLib, "onnxruntime-lib", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else the cache of scripts/setup-onnxruntime.sh)")
 	fl.IntVar(&opts.ONNXThreads, "onnx-threads", 1, "ONNX Runtime intra-op threads per request")
@@ -130,6 +132,7 @@ func (o *Options) config() (scoring.Config, error) {
 		InitTimeout:           o.InitTimeout,
 		MaxBodyBytes:          o.MaxBodyBytes,
 		Python:                o.Python,
+		WorkerPollMicros:      o.WorkerPollMicros,
 		ONNXRuntimeLib:        o.ONNXRuntimeLib,
 		ONNXThreads:           o.ONNXThreads,
 		Addr:                  net.JoinHostPort(o.Host, strconv.Itoa(o.Port)),

@@ -56,6 +56,9 @@ type Request struct {
 	Path   string
 	Query  string
 	Header http.Header
+	// Alone says no other request is in flight or queued in this replica, so a backend may poll
+	// for the answer on a spare core instead of sleeping (waking costs more than a short run()).
+	Alone bool
 }
 
 // Result is what the model answered. Status 0 means 200; ContentType "" means application/json.

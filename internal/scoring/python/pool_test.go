@@ -1,13 +1,16 @@
 package python
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,15 +60,16 @@ func logged(logs *logBuffer, text string) bool {
 
 func startPool(t *testing.T, script string, workers int, env ...string) (*Pool, *logBuffer) {
 	t.Helper()
+	return startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", script), Workers: workers, Env: env})
+}
+
+func startPoolConfig(t *testing.T, cfg Config) (*Pool, *logBuffer) {
+	t.Helper()
 	requirePython(t)
 	logs := &logBuffer{}
-	p, err := New(Config{
-		EntryScript: filepath.Join("testdata", script),
-		ModelDir:    t.TempDir(),
-		Workers:     workers,
-		InitTimeout: 20 * time.Second,
-		Env:         env,
-	}, slog.New(slog.NewTextHandler(logs, nil)))
+	cfg.ModelDir = t.TempDir()
+	cfg.InitTimeout = 20 * time.Second
+	p, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +82,14 @@ func startPool(t *testing.T, script string, workers int, env ...string) (*Pool, 
 
 func score(t *testing.T, p *Pool, body string, timeout time.Duration) (map[string]any, error) {
 	t.Helper()
+	return scoreRequest(t, p, &backend.Request{Body: []byte(body)}, timeout)
+}
+
+func scoreRequest(t *testing.T, p *Pool, req *backend.Request, timeout time.Duration) (map[string]any, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := p.Score(ctx, &backend.Request{Body: []byte(body)})
+	res, err := p.Score(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -322,5 +331,106 @@ func TestPoolIdleWorkerDeathCostsNoRequest(t *testing.T) {
 	}
 	if int(next["pid"].(float64)) == pid || p.Restarts() != 1 {
 		t.Fatalf("pid %v restarts %d", next["pid"], p.Restarts())
+	}
+}
+
+func TestPoolReusesTheMostRecentWorker(t *testing.T) {
+	t.Parallel()
+	p, _ := startPool(t, "faults.py", 3)
+	pids := map[any]int{}
+	for i := 0; i < 12; i++ {
+		out, err := score(t, p, `{}`, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[out["pid"]]++
+	}
+	if len(pids) != 1 {
+		t.Fatalf("sequential requests went to %d workers (%v), want the one most recently used (warm caches)", len(pids), pids)
+	}
+}
+
+// procState samples /proc/PID/stat n times over d and returns how many samples showed the process
+// running or runnable ('R').
+func procState(t *testing.T, pid int, n int, d time.Duration) (running int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the parenthesised command name.
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] == "R" {
+			running++
+		}
+		time.Sleep(d / time.Duration(n))
+	}
+	return running
+}
+
+func TestPoolLoneRequestPollsThenSleeps(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("polling is off on a single core")
+	}
+	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 700_000})
+	// Not alone: the worker answers and sleeps in recv.
+	out, err := score(t, p, `{}`, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := int(out["pid"].(float64))
+	time.Sleep(50 * time.Millisecond)
+	if r := procState(t, pid, 20, 200*time.Millisecond); r > 2 {
+		t.Fatalf("worker was running in %d of 20 samples after a request that was not alone, want it asleep", r)
+	}
+	// Alone: the worker polls for the next request for PollMicros, then sleeps again.
+	if _, err := scoreRequest(t, p, &backend.Request{Body: []byte(`{}`), Alone: true}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r := procState(t, pid, 20, 200*time.Millisecond); r < 18 {
+		t.Fatalf("worker was running in only %d of 20 samples right after a lone request, want it polling", r)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if r := procState(t, pid, 20, 200*time.Millisecond); r > 2 {
+		t.Fatalf("worker still running in %d of 20 samples after its poll budget, want it asleep", r)
+	}
+	// A request that arrives while the worker polls, and one that arrives after, are both served.
+	for i := 0; i < 3; i++ {
+		if _, err := scoreRequest(t, p, &backend.Request{Body: []byte(`{"echo": 1}`), Alone: true}, 10*time.Second); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	time.Sleep(800 * time.Millisecond)
+	if _, err := scoreRequest(t, p, &backend.Request{Body: []byte(`{}`), Alone: true}, 10*time.Second); err != nil {
+		t.Fatalf("request after the poll budget: %v", err)
+	}
+}
+
+func TestPoolLoneRequestFaults(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("polling is off on a single core")
+	}
+	// A poll budget far longer than the scoring timeout: the deadline still wins, and a worker that
+	// dies while the replica polls fails only its own request.
+	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 5_000_000})
+	alone := func(body string, timeout time.Duration) error {
+		_, err := scoreRequest(t, p, &backend.Request{Body: []byte(body), Alone: true}, timeout)
+		return err
+	}
+	start := time.Now()
+	if err := alone(`{"sleep": 30}`, 300*time.Millisecond); !errors.Is(err, backend.ErrTimeout) || time.Since(start) > 3*time.Second {
+		t.Fatalf("err = %v after %s, want ErrTimeout at the 300ms deadline", err, time.Since(start))
+	}
+	if err := alone(`{"sleep": 0.05}`, 20*time.Second); err != nil {
+		t.Fatalf("run() longer than one poll check: %v", err)
+	}
+	if err := alone(`{"kill": true}`, 10*time.Second); !errors.Is(err, backend.ErrWorkerCrashed) {
+		t.Fatalf("err = %v, want ErrWorkerCrashed", err)
+	}
+	if err := alone(`{}`, 20*time.Second); err != nil {
+		t.Fatalf("request after the crash: %v", err)
+	}
+	if p.Restarts() != 2 {
+		t.Fatalf("restarts = %d, want 2 (timeout and crash)", p.Restarts())
 	}
 }

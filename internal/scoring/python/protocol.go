@@ -17,6 +17,9 @@ const (
 	kindRaw      byte = 'A'
 	kindRaised   byte = 'X'
 	kindBadInput byte = 'B'
+
+	// pollBit turns kindRun/kindHTTP into lower case: poll for the next request after answering.
+	pollBit byte = 0x20
 )
 
 // maxFrame bounds what a worker may send back, so a broken worker cannot make the replica allocate without limit.

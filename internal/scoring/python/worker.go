@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -121,17 +122,22 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 }
 
 // call sends one request and reads the answer. A non-nil fatal means the worker is unusable.
-func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool) (res *backend.Result, err error, fatal bool) {
+// With quiet, the worker is asked to poll for its next request after answering, and this call
+// polls for the answer for up to poll before sleeping.
+func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, poll time.Duration) (res *backend.Result, err error, fatal bool) {
 	w.conn.SetDeadline(deadline)
 	if rawHTTP {
 		meta, _ := json.Marshal(map[string]any{"method": req.Method, "path": req.Path, "query": req.Query, "headers": req.Header})
 		var ml [4]byte
 		binary.BigEndian.PutUint32(ml[:], uint32(len(meta)))
-		w.wbuf = appendFrame(w.wbuf[:0], kindHTTP, ml[:], meta, req.Body)
+		w.wbuf = appendFrame(w.wbuf[:0], kindHTTP|pollFlag(poll), ml[:], meta, req.Body)
 	} else {
-		w.wbuf = appendFrame(w.wbuf[:0], kindRun, req.Body)
+		w.wbuf = appendFrame(w.wbuf[:0], kindRun|pollFlag(poll), req.Body)
 	}
-	if err := w.send(); err != nil {
+	if !deadline.IsZero() {
+		poll = min(poll, time.Until(deadline)) // the deadline is enforced by the wait after polling
+	}
+	if err := w.send(poll); err != nil {
 		return nil, w.transportError(err), true
 	}
 	if cap(w.wbuf) > 1<<20 {
@@ -165,7 +171,10 @@ const directWriteMax = 32 << 10
 // from inside a read-readiness wait: the readiness flag is reset before the request goes out, so
 // the reply's arrival cannot be missed, and the read that would only return EAGAIN is saved
 // (system calls are the largest per-request cost here).
-func (w *worker) send() error {
+//
+// With poll > 0 it then polls for the reply for up to poll before sleeping, without giving up the
+// goroutine's thread: waking a sleeping thread costs more than a short run() on a virtual machine.
+func (w *worker) send(poll time.Duration) error {
 	if len(w.wbuf) > directWriteMax || w.r.Buffered() > 0 {
 		_, err := w.conn.Write(w.wbuf)
 		return err
@@ -180,6 +189,9 @@ func (w *worker) send() error {
 				return true // finish below with an ordinary write
 			}
 			written = n
+			if poll > 0 {
+				return pollReadable(int(fd), poll)
+			}
 			return false // wait until the worker answers
 		}
 		return true
@@ -192,6 +204,30 @@ func (w *worker) send() error {
 		return err
 	}
 	return nil
+}
+
+// pollReadable reports whether fd has data to read within d, checking without blocking and yielding
+// the thread to other goroutines between checks.
+func pollReadable(fd int, d time.Duration) bool {
+	var b [1]byte
+	start := time.Now()
+	for {
+		n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if n > 0 || (err != nil && err != syscall.EAGAIN && err != syscall.EINTR) || n == 0 && err == nil {
+			return true // data, EOF or an error: the read that follows reports which
+		}
+		if time.Since(start) > d {
+			return false
+		}
+		runtime.Gosched()
+	}
+}
+
+func pollFlag(poll time.Duration) byte {
+	if poll > 0 {
+		return pollBit
+	}
+	return 0
 }
 
 func decodeRaw(payload []byte) (*backend.Result, error, bool) {

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 
 _HDR = struct.Struct(">IB")
@@ -19,6 +20,9 @@ _HDR = struct.Struct(">IB")
 # Frame kinds, Go -> worker.
 K_RUN = 0x52  # 'R' body is raw_data
 K_HTTP = 0x48  # 'H' 4-byte meta length, meta JSON, body (for @rawhttp scripts)
+# The same kinds in lower case ('r', 'h') ask the worker to poll for the next request after
+# answering, instead of sleeping: the replica has a core to spare and the worker is its hot one.
+K_POLL = 0x20
 # Frame kinds, worker -> Go.
 K_READY = 0x49  # 'I' init() returned; payload JSON info
 K_INIT_ERR = 0x45  # 'E' init() raised; payload JSON {type,message,traceback}
@@ -36,15 +40,64 @@ def _send(sock, kind, payload):
     sock.sendall(_HDR.pack(len(payload), kind) + payload)
 
 
-def _recv(rfile):
-    hdr = rfile.read(5)
-    if len(hdr) < 5:
-        return None, None
-    n, kind = _HDR.unpack(hdr)
-    payload = rfile.read(n) if n else b""
-    if len(payload) < n:
-        return None, None
-    return kind, payload
+class _Reader:
+    """Buffered frame reader over the protocol socket that polls briefly before sleeping.
+
+    Waking a sleeping process costs tens of microseconds on virtual machines, more than a small
+    model's run(); a worker that polls for spin_ns after each answer usually finds the next request
+    already there and never sleeps while the replica is busy.
+    """
+
+    def __init__(self, sock, spin_ns):
+        self.sock = sock
+        self.spin_ns = spin_ns
+        self.poll = False  # set per request by the replica (K_POLL)
+        self.buf = bytearray()
+
+    def _more(self):
+        if self.poll and self.spin_ns > 0:
+            deadline = time.perf_counter_ns() + self.spin_ns
+            recv, flags = self.sock.recv, socket.MSG_DONTWAIT
+            while True:
+                try:
+                    data = recv(1 << 16, flags)
+                    break
+                except BlockingIOError:
+                    if time.perf_counter_ns() > deadline:
+                        data = self.sock.recv(1 << 16)
+                        break
+        else:
+            data = self.sock.recv(1 << 16)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def frame(self):
+        """The next (kind, payload), or (None, None) at EOF."""
+        buf = self.buf
+        while len(buf) < 5:
+            if not self._more():
+                return None, None
+        n, kind = _HDR.unpack_from(buf)
+        end = 5 + n
+        if len(buf) >= end:
+            payload = bytes(buf[5:end])
+            del buf[:end]
+            return kind, payload
+        # A large body: receive the rest straight into one buffer instead of growing this one.
+        payload = bytearray(n)
+        have = len(buf) - 5
+        payload[:have] = buf[5:]
+        del buf[:]
+        view = memoryview(payload)
+        while have < n:
+            got = self.sock.recv_into(view[have:])
+            if not got:
+                return None, None
+            have += got
+        view.release()
+        return kind, bytes(payload)
 
 
 def _error(e):
@@ -177,7 +230,7 @@ def _answer(sock, out):
 def main():
     sock = socket.socket(fileno=3)
     os.set_inheritable(3, False)  # processes the user's code starts must not hold the protocol socket
-    rfile = sock.makefile("rb", buffering=1 << 16)
+    rfile = _Reader(sock, int(os.environ.get("MLSHIP_WORKER_POLL_US", "0") or 0) * 1000)
     entry = os.environ["MLSHIP_ENTRY_SCRIPT"]
     source_dir = os.environ.get("MLSHIP_SOURCE_DIR") or os.path.dirname(entry)
     shim_dir = os.path.dirname(os.path.abspath(__file__))
@@ -214,9 +267,11 @@ def main():
     _send(sock, K_READY, json.dumps(info).encode())
 
     while True:
-        kind, payload = _recv(rfile)
+        kind, payload = rfile.frame()
         if kind is None:
             return  # the replica closed the socket: shut down
+        rfile.poll = bool(kind & K_POLL)
+        kind &= ~K_POLL
         try:
             if kind == K_HTTP:
                 (mlen,) = struct.unpack(">I", payload[:4])
