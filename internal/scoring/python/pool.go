@@ -52,6 +52,11 @@ type Pool struct {
 
 	idle     idleSet
 	poll     time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
+	// pollMisses counts lone requests in a row whose answer took longer than the poll budget (a
+	// slow model, or the worker sharing this core): from missesBeforePause on, only every
+	// pollProbeEvery-th lone request polls, so such a replica does not burn a core for nothing.
+	pollMisses atomic.Int32
+	lone       atomic.Uint32
 	closed   chan struct{}
 	closeMu  sync.Mutex
 	isClosed bool
@@ -231,10 +236,18 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 	// the other works, because waking a sleeping process costs tens of microseconds on a virtual
 	// machine, longer than many run() calls.
 	var poll time.Duration
-	if req.Alone {
+	if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
 		poll = p.poll
 	}
+	w.pollMissed = false
 	res, err, fatal := w.call(deadline, req, p.meta.RawHTTP, poll)
+	if poll > 0 {
+		if w.pollMissed {
+			p.pollMisses.Add(1)
+		} else {
+			p.pollMisses.Store(0)
+		}
+	}
 	if fatal {
 		if errors.Is(err, backend.ErrTimeout) {
 			p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
@@ -362,6 +375,11 @@ func (p *Pool) Close() error {
 	}
 	return nil
 }
+
+const (
+	missesBeforePause = 3
+	pollProbeEvery    = 64
+)
 
 // idleSet holds the idle workers, most recently used first: under light load the same worker
 // takes every request, so its caches stay warm and the others sleep.

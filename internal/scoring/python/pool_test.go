@@ -434,3 +434,36 @@ func TestPoolLoneRequestFaults(t *testing.T) {
 		t.Fatalf("restarts = %d, want 2 (timeout and crash)", p.Restarts())
 	}
 }
+
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func TestPoolStopsPollingForSlowAnswers(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("polling is off on a single core")
+	}
+	// run() takes 300 ms, longer than the 200 ms poll budget: the first lone requests poll in vain
+	// (this process spends the budget on a core), then the replica waits for answers asleep.
+	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 200_000})
+	lone := func() time.Duration {
+		before := cpuTime(t)
+		if _, err := scoreRequest(t, p, &backend.Request{Body: []byte(`{"sleep": 0.3}`), Alone: true}, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return cpuTime(t) - before
+	}
+	if used := lone(); used < 100*time.Millisecond {
+		t.Fatalf("first slow lone request used %s of CPU here, want about the 200ms poll budget", used)
+	}
+	lone()
+	lone()
+	if used := lone(); used > 60*time.Millisecond {
+		t.Fatalf("after 3 answers slower than the budget, a lone request still used %s of CPU, want no polling", used)
+	}
+}

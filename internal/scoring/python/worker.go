@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
@@ -31,6 +32,8 @@ type worker struct {
 	exited chan struct{}
 	err    error // cmd.Wait's result, set before exited closes
 	info   initInfo
+	// pollMissed: the last call polled for its answer and did not see it within the budget.
+	pollMissed bool
 }
 
 type initInfo struct {
@@ -190,7 +193,9 @@ func (w *worker) send(poll time.Duration) error {
 			}
 			written = n
 			if poll > 0 {
-				return pollReadable(int(fd), poll)
+				got := pollReadable(int(fd), poll)
+				w.pollMissed = !got
+				return got
 			}
 			return false // wait until the worker answers
 		}
@@ -207,15 +212,18 @@ func (w *worker) send(poll time.Duration) error {
 }
 
 // pollReadable reports whether fd has data to read within d, checking without blocking and yielding
-// the thread to other goroutines between checks.
+// the thread to other goroutines between checks. The check is a raw system call: it never blocks,
+// and an ordinary one would let the runtime hand this P to another thread, which then spins too.
 func pollReadable(fd int, d time.Duration) bool {
 	var b [1]byte
 	start := time.Now()
 	for {
-		n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if n > 0 || (err != nil && err != syscall.EAGAIN && err != syscall.EINTR) || n == 0 && err == nil {
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if errno != syscall.EAGAIN && errno != syscall.EINTR {
 			return true // data, EOF or an error: the read that follows reports which
 		}
+
 		if time.Since(start) > d {
 			return false
 		}
