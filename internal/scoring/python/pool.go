@@ -50,13 +50,14 @@ type Pool struct {
 	dir    string // shim directory
 	script string
 
-	idle     idleSet
-	poll     time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
+	idle idleSet
+	poll time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
 	// pollMisses counts lone requests in a row whose answer took longer than the poll budget (a
 	// slow model, or the worker sharing this core): from missesBeforePause on, only every
 	// pollProbeEvery-th lone request polls, so such a replica does not burn a core for nothing.
 	pollMisses atomic.Int32
 	lone       atomic.Uint32
+
 	closed   chan struct{}
 	closeMu  sync.Mutex
 	isClosed bool

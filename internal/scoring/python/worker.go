@@ -125,8 +125,8 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 }
 
 // call sends one request and reads the answer. A non-nil fatal means the worker is unusable.
-// With quiet, the worker is asked to poll for its next request after answering, and this call
-// polls for the answer for up to poll before sleeping.
+// With poll > 0, the worker is asked to poll for its next request after answering, and this call
+// polls for the answer for up to poll (at most until the deadline) before sleeping.
 func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, poll time.Duration) (res *backend.Result, err error, fatal bool) {
 	w.conn.SetDeadline(deadline)
 	if rawHTTP {
@@ -223,7 +223,6 @@ func pollReadable(fd int, d time.Duration) bool {
 		if errno != syscall.EAGAIN && errno != syscall.EINTR {
 			return true // data, EOF or an error: the read that follows reports which
 		}
-
 		if time.Since(start) > d {
 			return false
 		}
