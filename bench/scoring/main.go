@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ func main() {
 	// The benchmark starts replicas by re-running itself, so it measures the real command in its own process.
 	if len(os.Args) > 1 && os.Args[1] == "replica" {
 		os.Exit(replica(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "bare" {
+		os.Exit(bare())
 	}
 	var o options
 	var conc, only string
@@ -91,6 +95,24 @@ func replica(args []string) int {
 	return 0
 }
 
+// bare is the floor for any HTTP server on this machine: Go's net/http with one P (as mlship's
+// replica runs for entry scripts) reading the body and answering a constant, no model at all.
+func bare() int {
+	runtime.GOMAXPROCS(1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, score.ReadyPrefix+l.Addr().String())
+	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("[0]"))
+	}))
+	return 0
+}
+
 type scenario struct {
 	name, modelDir, sourceDir, script, body string
 	baseline                                bool
@@ -107,6 +129,7 @@ type report struct {
 	scenario scenario
 	rows     []row
 	inproc   *inprocResult
+	bare     *loadResult // a bare HTTP server at 1 client, measured in the same rounds
 	rssKB    int64
 	workerKB int64
 }
@@ -178,10 +201,18 @@ func runScenario(o options, sc scenario) (report, error) {
 	if err != nil {
 		return rep, err
 	}
+	var bareAddr string
+	if sc.baseline {
+		var b *exec.Cmd
+		if b, bareAddr, err = startSelf("bare"); err != nil {
+			return rep, err
+		}
+		defer stop(b)
+	}
 	rows := make([]row, len(o.conc))
 	for i, c := range o.conc {
 		rows[i].conc, rows[i].hasBase = c, sc.baseline
-		var bases, mls []loadResult
+		var bases, mls, bares []loadResult
 		if sc.baseline {
 			load(baseAddr, "/score", []byte(sc.body), c, o.warmup)
 		}
@@ -195,6 +226,15 @@ func runScenario(o options, sc scenario) (report, error) {
 			m := load(addr, "/score", []byte(sc.body), c, o.n)
 			printRun(sc.name, "mlship", c, m)
 			mls = append(mls, m)
+			if bareAddr != "" && c == 1 {
+				b := load(bareAddr, "/score", []byte(sc.body), c, o.n)
+				printRun(sc.name, "bare net/http", c, b)
+				bares = append(bares, b)
+			}
+		}
+		if len(bares) > 0 {
+			b := median(bares)
+			rep.bare = &b
 		}
 		rows[i].mlship = median(mls)
 		if sc.baseline {
@@ -223,14 +263,19 @@ func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 func root() string { d, _ := os.Getwd(); return d }
 
 func startReplica(o options, sc scenario) (*exec.Cmd, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
-	}
 	args := []string{"replica", "--model-dir", sc.modelDir, "--port", "0", "--workers", strconv.Itoa(o.workers),
 		"--max-concurrent-requests", strconv.Itoa(sc.maxConcurrent), "--max-queue-wait-ms", "60000", "--log-level", "warn"}
 	if sc.script != "" {
 		args = append(args, "--entry-script", sc.script, "--source-dir", sc.sourceDir)
+	}
+	return startSelf(args...)
+}
+
+// startSelf runs this benchmark binary with args and waits for its ready line.
+func startSelf(args ...string) (*exec.Cmd, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
 	}
 	cmd := exec.Command(self, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -255,7 +300,7 @@ func startReplica(o options, sc scenario) (*exec.Cmd, string, error) {
 		return cmd, a, nil
 	case <-time.After(2 * time.Minute):
 		stop(cmd)
-		return nil, "", errors.New("replica not ready after 2 minutes")
+		return nil, "", fmt.Errorf("%s not ready after 2 minutes", args[0])
 	}
 }
 

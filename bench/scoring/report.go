@@ -64,6 +64,12 @@ func writeReport(o options, reports []report) error {
 			fmt.Fprintf(&b, "\nIn-process `run()` + `json.dumps` (bench/scoring/inprocess.py, one core): p50 %.1f µs, %.0f calls/s.\n", r.inproc.P50us, r.inproc.RPS)
 			if r.rows[0].conc == 1 {
 				fmt.Fprintf(&b, "Per-request overhead of mlship at 1 client (served p50 − in-process p50, client included): **%.0f µs**.\n", p50c1-r.inproc.P50us)
+				if r.bare != nil {
+					bp := us(r.bare.Percentile(.5))
+					fmt.Fprintf(&b, "A bare Go net/http server (one P, reads the body, answers a constant; same client, same rounds) answers in p50 %.0f µs, p99 %.0f µs: "+
+						"the loopback HTTP round trip any server pays here. mlship's overhead beyond it and `run()` (served p50 − bare p50 − in-process p50): **%.0f µs**.\n",
+						bp, us(r.bare.Percentile(.99)), p50c1-bp-r.inproc.P50us)
+				}
 			}
 			best := 0.0
 			for _, row := range r.rows {
