@@ -467,3 +467,20 @@ func TestPoolStopsPollingForSlowAnswers(t *testing.T) {
 		t.Fatalf("after 3 answers slower than the budget, a lone request still used %s of CPU, want no polling", used)
 	}
 }
+
+func TestPoolLargeBodies(t *testing.T) {
+	t.Parallel()
+	p, _ := startPool(t, "faults.py", 1)
+	// Bodies far over one socket read (64 KiB) take the worker's large-frame path; small ones
+	// around them must still be framed correctly.
+	for _, n := range []int{10, 70 << 10, 8 << 20, 10} {
+		res, err := p.Score(context.Background(), &backend.Request{Body: []byte(`{"str": "` + strings.Repeat("x", n) + `"}`)})
+		if err != nil {
+			t.Fatalf("%d-byte string: %v", n, err)
+		}
+		var s string
+		if err := json.Unmarshal(res.Body, &s); err != nil || len(s) != n {
+			t.Fatalf("%d-byte string came back as %d bytes (%v)", n, len(s), err)
+		}
+	}
+}
