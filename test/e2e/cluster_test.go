@@ -197,33 +197,19 @@ def run(raw):
 	dc2 := write(t, filepath.Join(proj, "two.json"), `{"numReplicas": 2, "containerResourceRequirements": {"cpu": 0.1, "memoryInGB": 0.25}}`)
 	var sent, failed atomic.Int64
 	var lastFail atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 1}`)
-				sent.Add(1)
-				if code != 200 {
-					failed.Add(1)
-					lastFail.Store(fmt.Sprint(code, " ", body))
-				}
-			}
-		}()
-	}
+	stop := clients(4, func() {
+		code, body := score(t, svc.ScoringURI, keys.PrimaryKey, `{"x": 1}`)
+		sent.Add(1)
+		if code != 200 {
+			failed.Add(1)
+			lastFail.Store(fmt.Sprint(code, " ", body))
+		}
+	})
 	start = time.Now()
 	json.Unmarshal([]byte(e.ok("service", "update", "-n", "k8s-svc", "-m", "lin:2", "-dc", dc2)), &svc)
 	took := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 	if svc.State != "Healthy" || svc.Replicas.Ready != 2 {
 		t.Fatalf("after update: %+v", svc)
 	}
@@ -421,23 +407,7 @@ func TestClusterAutoscale(t *testing.T) {
 	if len(objs["Deployment"]) != 1 {
 		t.Fatalf("objects: %v", objs)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				score(t, svc.ScoringURI, keys.PrimaryKey, `{}`)
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	defer clients(6, func() { score(t, svc.ScoringURI, keys.PrimaryKey, `{}`) })()
 	start := time.Now()
 	eventually(t, 60*time.Second, "scaled out to 2+ ready replicas", func() (bool, string) {
 		d, err := e.cs.AppsV1().Deployments(e.namespace).Get(context.Background(), objs["Deployment"][0], metav1.GetOptions{})
@@ -477,4 +447,25 @@ func TestClusterONNX(t *testing.T) {
 	if objs := s.objects(t, "k8s-onnx-static"); len(objs) > 0 {
 		t.Fatalf("a refused deploy created %v", objs)
 	}
+}
+
+// clients runs n goroutines calling request in a loop; the returned func stops them and waits.
+func clients(n int, request func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				request()
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
