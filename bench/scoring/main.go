@@ -150,7 +150,7 @@ func run(o options) error {
 	var scenarios []scenario
 	if o.only["stdlib"] {
 		scenarios = append(scenarios, scenario{name: "stdlib", modelDir: filepath.Join(ex, "stdlib", "model"), sourceDir: filepath.Join(ex, "stdlib"), script: "score.py",
-			body: `{"data": [[1.0, 2.0, 3.0]]}`, baseline: true, maxConcurrent: o.workers})
+			body: `{"data": [[1.0, 2.0, 3.0]]}`, baseline: true, maxConcurrent: 2 * o.workers})
 	}
 	if o.only["sklearn"] {
 		modelDir := filepath.Join(tmp, "sklearn-model")
@@ -158,7 +158,7 @@ func run(o options) error {
 			return fmt.Errorf("train the sklearn example: %w\n%s", err, out)
 		}
 		scenarios = append(scenarios, scenario{name: "sklearn", modelDir: modelDir, sourceDir: filepath.Join(ex, "sklearn"), script: "score.py",
-			body: `{"data": [[5.1, 3.5, 1.4, 0.2]]}`, baseline: true, maxConcurrent: o.workers})
+			body: `{"data": [[5.1, 3.5, 1.4, 0.2]]}`, baseline: true, maxConcurrent: 2 * o.workers})
 	}
 	if o.only["onnx"] {
 		scenarios = append(scenarios, scenario{name: "onnx", modelDir: filepath.Join(ex, "onnx", "model"),

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -471,6 +472,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir(), ScoringTimeout: 301 * time.Second}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir(), MaxConcurrentRequests: -1}, ErrInvalidConfig},
+		{Config{ModelDir: t.TempDir(), WorkerPipeline: -1}, ErrInvalidConfig},
+		{Config{ModelDir: t.TempDir(), WorkerPipeline: MaxWorkerPipeline + 1}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir()}, ErrNoModel},
 	} {
 		if _, err := New(tc.cfg, nil); !errors.Is(err, tc.want) {
@@ -485,7 +488,8 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestSoak: 100 clients for 10 s against a replica with faults mixed in; every request is answered,
+// TestSoak: 100 clients for 10 s against a replica with faults mixed in (run() raising, a worker
+// killed mid-request every second, with requests pipelined behind it); every request is answered,
 // and shutdown leaves no goroutine or process behind.
 func TestSoak(t *testing.T) {
 	requirePython(t)
@@ -493,7 +497,7 @@ func TestSoak(t *testing.T) {
 		t.Skip("10-second soak; runs without -short")
 	}
 	baseline := runtime.NumGoroutine()
-	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 2, MaxQueueWait: 200 * time.Millisecond, ScoringTimeout: 2 * time.Second})
+	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 4, WorkerPipeline: 2, MaxQueueWait: 200 * time.Millisecond, ScoringTimeout: 2 * time.Second})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 30 * time.Second}
 	var (
 		mu     sync.Mutex
@@ -509,8 +513,13 @@ func TestSoak(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			lastKill := time.Now()
 			for i := c; time.Now().Before(stopAt); i++ {
-				res, err := client.Post(r.url+"/score", "application/json", strings.NewReader(bodies[i%len(bodies)]))
+				body := bodies[i%len(bodies)]
+				if c == 0 && time.Since(lastKill) > time.Second {
+					body, lastKill = `{"kill": true}`, time.Now()
+				}
+				res, err := client.Post(r.url+"/score", "application/json", strings.NewReader(body))
 				mu.Lock()
 				sent++
 				mu.Unlock()
@@ -549,6 +558,9 @@ func TestSoak(t *testing.T) {
 	}
 	if codes[200] == 0 || codes[502] == 0 {
 		t.Fatalf("codes %v: want successes and the raised requests' 502s", codes)
+	}
+	if m := do(t, "GET", r.url+"/metrics", ""); !regexp.MustCompile(`(?m)^mlship_scoring_worker_restarts_total ([5-9]|\d\d)$`).MatchString(m.body) {
+		t.Errorf("want a worker restart per killed worker (about 9); metrics:\n%s", m.body)
 	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)

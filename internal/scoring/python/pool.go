@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +34,12 @@ type Config struct {
 	Workers     int           // processes; 1 if < 1
 	InitTimeout time.Duration // bound on one worker's init(); 5 minutes if 0
 	PollMicros  int           // how long a lone busy worker and the replica poll for each other instead of sleeping; 0 never
-	Env         []string      // extra KEY=VALUE entries for the workers
-	ModelName   string
-	Version     string
+	// Pipeline is how many requests one worker may hold at once: the one it runs and those already
+	// sent behind it, so it finds the next one waiting instead of sleeping. 1 (or less) never pipelines.
+	Pipeline  int
+	Env       []string // extra KEY=VALUE entries for the workers
+	ModelName string
+	Version   string
 }
 
 // threadVars are pinned to 1 per worker unless set, because N workers each spawning a thread per
@@ -50,8 +54,12 @@ type Pool struct {
 	dir    string // shim directory
 	script string
 
-	idle idleSet
-	poll time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
+	sched sched
+	// service is a moving average of run() times as seen from here (ns): pipelining is used only
+	// while it is below pipelineBelow, because a request queued behind a long run() in one worker
+	// may wait longer than it would for any worker.
+	service atomic.Int64
+	poll    time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
 	// pollMisses counts lone requests in a row whose answer took longer than the poll budget (a
 	// slow model, or the worker sharing this core): from missesBeforePause on, only every
 	// pollProbeEvery-th lone request polls, so such a replica does not burn a core for nothing.
@@ -78,6 +86,7 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = 5 * time.Minute
 	}
+	cfg.Pipeline = max(cfg.Pipeline, 1)
 	script, err := filepath.Abs(cfg.EntryScript)
 	if err != nil {
 		return nil, fmt.Errorf("entry script: %w", err)
@@ -108,7 +117,6 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 	p := &Pool{
 		cfg:    cfg,
 		logger: logger,
-		idle:   newIdleSet(cfg.Workers),
 		closed: make(chan struct{}),
 		live:   map[*worker]struct{}{},
 	}
@@ -179,7 +187,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.closeMu.Lock()
 	for _, w := range workers {
 		p.live[w] = struct{}{}
-		p.idle.put(w)
+		p.sched.add(w)
 	}
 	p.closeMu.Unlock()
 	info := workers[0].info
@@ -213,7 +221,7 @@ func (p *Pool) Metadata() backend.Metadata { return p.meta }
 // Restarts is how many workers were replaced after crashing or timing out.
 func (p *Pool) Restarts() uint64 { return p.restarts.Load() }
 
-// Score runs run() in an idle worker. The worker's deadline is ctx's; a client going away does not
+// Score runs run() in a worker. The worker's deadline is ctx's; a client going away does not
 // interrupt run(), because killing a worker for that would cost a full init().
 func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result, error) {
 	select {
@@ -228,53 +236,66 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		}
 		return nil, err
 	}
-	w, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
 	deadline, _ := ctx.Deadline()
-	// A lone request has a core to spare: neither this process nor the worker should sleep while
-	// the other works, because waking a sleeping process costs tens of microseconds on a virtual
-	// machine, longer than many run() calls.
-	var poll time.Duration
-	if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
-		poll = p.poll
-	}
-	w.pollMissed = false
-	res, err, fatal := w.call(deadline, req, p.meta.RawHTTP, poll)
-	if poll > 0 {
-		if w.pollMissed {
-			p.pollMisses.Add(1)
-		} else {
-			p.pollMisses.Store(0)
+	for {
+		// A request may wait in a busy worker's socket only while run() is short (then the worker
+		// finds it there instead of sleeping and being woken) and only if small, so writing it
+		// never blocks.
+		pipeline := p.cfg.Pipeline > 1 && p.service.Load() < int64(pipelineBelow) && len(req.Body) <= directWriteMax
+		w, err := p.acquire(ctx, pipeline)
+		if err != nil {
+			return nil, err
 		}
-	}
-	if fatal {
-		if errors.Is(err, backend.ErrTimeout) {
-			p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
-		} else {
-			p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", err)
+		// A lone request has a core to spare: neither this process nor the worker should sleep while
+		// the other works, because waking a sleeping process costs tens of microseconds on a virtual
+		// machine, longer than many run() calls.
+		var poll time.Duration
+		if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
+			poll = p.poll
 		}
-		p.replace(w)
-		return nil, err
+		o := w.call(deadline, req, p.meta.RawHTTP, poll)
+		if poll > 0 && o.polled {
+			if o.missed {
+				p.pollMisses.Add(1)
+			} else {
+				p.pollMisses.Store(0)
+			}
+		}
+		if o.service > 0 {
+			old := p.service.Load()
+			p.service.Store(old + (int64(o.service)-old)/8)
+		}
+		if o.fatal {
+			switch {
+			case errors.Is(o.err, errNotStarted):
+				p.logger.Warn("worker failed before running a request queued in it; replacing it", "worker", w.id, "err", o.err)
+			case errors.Is(o.err, backend.ErrTimeout):
+				p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
+			default:
+				p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", o.err)
+			}
+			p.replace(w)
+		}
+		p.sched.release(w)
+		if errors.Is(o.err, errNotStarted) {
+			continue // the worker died before this request's turn came: another worker runs it
+		}
+		if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
+			p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
+		}
+		return o.res, o.err
 	}
-	if me := (*backend.ModelError)(nil); errors.As(err, &me) {
-		p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
-	}
-	p.idle.put(w)
-	return res, err
 }
 
-// acquire takes an idle worker, skipping (and replacing) any that died while idle, so a request
-// is not failed for a crash that happened before it arrived.
-func (p *Pool) acquire(ctx context.Context) (*worker, error) {
+// acquire takes an idle worker, or with pipeline a busy one with room, skipping (and replacing) any
+// that died while idle, so a request is not failed for a crash that happened before it arrived.
+func (p *Pool) acquire(ctx context.Context, pipeline bool) (*worker, error) {
 	for {
-		var w *worker
-		select {
-		case <-p.idle.ready:
-		default:
+		w, freed := p.sched.take(pipeline, p.cfg.Pipeline)
+		if w == nil {
 			select {
-			case <-p.idle.ready:
+			case <-freed:
+				continue
 			case <-ctx.Done():
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
@@ -284,11 +305,11 @@ func (p *Pool) acquire(ctx context.Context) (*worker, error) {
 				return nil, backend.ErrNotReady
 			}
 		}
-		w = p.idle.take()
 		select {
 		case <-w.exited:
-			p.logger.Error("idle worker died; replacing it", "worker", w.id, "status", w.exitStatus())
+			p.logger.Error("worker died; replacing it", "worker", w.id, "status", w.exitStatus())
 			p.replace(w)
+			p.sched.release(w)
 			continue
 		default:
 			return w, nil
@@ -297,7 +318,11 @@ func (p *Pool) acquire(ctx context.Context) (*worker, error) {
 }
 
 // replace kills w and starts another worker in its place, retrying with backoff while init fails.
+// Several requests queued in w may call it; only the first does anything.
 func (p *Pool) replace(w *worker) {
+	if !p.sched.remove(w) {
+		return
+	}
 	w.kill()
 	p.closeMu.Lock()
 	delete(p.live, w)
@@ -331,7 +356,7 @@ func (p *Pool) replace(w *worker) {
 				}
 				p.live[nw] = struct{}{}
 				p.closeMu.Unlock()
-				p.idle.put(nw)
+				p.sched.add(nw)
 				p.logger.Info("replacement worker ready", "worker", w.id)
 				return
 			}
@@ -380,32 +405,86 @@ func (p *Pool) Close() error {
 const (
 	missesBeforePause = 3
 	pollProbeEvery    = 64
+	// pipelineBelow: requests are queued in busy workers only while run() takes less than this on
+	// average; beyond it the wake-up a queued request saves is small next to run() itself.
+	pipelineBelow = time.Millisecond
 )
 
-// idleSet holds the idle workers, most recently used first: under light load the same worker
-// takes every request, so its caches stay warm and the others sleep.
-type idleSet struct {
-	ready chan struct{} // one token per worker in stack
+// sched knows how many requests each live worker holds and hands out workers: an idle one first,
+// most recently used first (under light load the same worker takes every request, so its caches
+// stay warm and the others sleep), else, when pipelining, the least busy one with room.
+type sched struct {
 	mu    sync.Mutex
-	stack []*worker
+	idle  []*worker     // live workers holding no request, most recently used last
+	all   []*worker     // live workers
+	freed chan struct{} // closed when room appears; made only when someone waits
 }
 
-func newIdleSet(n int) idleSet {
-	return idleSet{ready: make(chan struct{}, n), stack: make([]*worker, 0, n)}
-}
-
-func (s *idleSet) put(w *worker) {
+// take returns a worker and counts the caller's request in it, or nil and a channel that is closed
+// when that may have changed.
+func (s *sched) take(pipeline bool, depth int) (*worker, <-chan struct{}) {
 	s.mu.Lock()
-	s.stack = append(s.stack, w)
-	s.mu.Unlock()
-	s.ready <- struct{}{}
+	defer s.mu.Unlock()
+	if n := len(s.idle); n > 0 {
+		w := s.idle[n-1]
+		s.idle = s.idle[:n-1]
+		w.held++
+		return w, nil
+	}
+	if pipeline {
+		var best *worker
+		for _, w := range s.all {
+			if w.held < depth && (best == nil || w.held < best.held) {
+				best = w
+			}
+		}
+		if best != nil {
+			best.held++
+			return best, nil
+		}
+	}
+	if s.freed == nil {
+		s.freed = make(chan struct{})
+	}
+	return nil, s.freed
 }
 
-// take pops the most recently put worker; call it only after receiving a token from ready.
-func (s *idleSet) take() *worker {
+// release uncounts one request of w.
+func (s *sched) release(w *worker) {
 	s.mu.Lock()
-	w := s.stack[len(s.stack)-1]
-	s.stack = s.stack[:len(s.stack)-1]
-	s.mu.Unlock()
-	return w
+	defer s.mu.Unlock()
+	w.held--
+	if w.held == 0 && !w.gone {
+		s.idle = append(s.idle, w)
+	}
+	s.wake()
+}
+
+// add makes a new worker available.
+func (s *sched) add(w *worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all = append(s.all, w)
+	s.idle = append(s.idle, w)
+	s.wake()
+}
+
+// remove takes w out of service; it reports false if w was already removed.
+func (s *sched) remove(w *worker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w.gone {
+		return false
+	}
+	w.gone = true
+	s.all = slices.DeleteFunc(s.all, func(x *worker) bool { return x == w })
+	s.idle = slices.DeleteFunc(s.idle, func(x *worker) bool { return x == w })
+	return true
+}
+
+func (s *sched) wake() {
+	if s.freed != nil {
+		close(s.freed)
+		s.freed = nil
+	}
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
 
@@ -481,6 +483,247 @@ func TestPoolLargeBodies(t *testing.T) {
 		var s string
 		if err := json.Unmarshal(res.Body, &s); err != nil || len(s) != n {
 			t.Fatalf("%d-byte string came back as %d bytes (%v)", n, len(s), err)
+		}
+	}
+}
+
+// workerQueue reports, for the pool's only live worker, how many requests it holds and how many
+// bytes this process wrote to its socket that it has not read yet (SIOCOUTQ): a request waiting
+// behind the one it runs.
+func workerQueue(t *testing.T, p *Pool) (held, unread int) {
+	t.Helper()
+	p.sched.mu.Lock()
+	if len(p.sched.all) != 1 {
+		p.sched.mu.Unlock()
+		return -1, -1
+	}
+	w := p.sched.all[0]
+	held = w.held
+	p.sched.mu.Unlock()
+	w.raw.Control(func(fd uintptr) {
+		n, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		if err != nil {
+			t.Errorf("SIOCOUTQ: %v", err)
+		}
+		unread = n
+	})
+	return held, unread
+}
+
+// waitQueue waits up to d for the worker's queue to satisfy ok and returns the last values seen.
+func waitQueue(t *testing.T, p *Pool, d time.Duration, ok func(held, unread int) bool) (held, unread int) {
+	t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
+		held, unread = workerQueue(t, p)
+		if ok(held, unread) || time.Now().After(end) {
+			return held, unread
+		}
+	}
+}
+
+type answer struct {
+	out map[string]any
+	err error
+}
+
+// scoreAsync starts a request and returns where its answer will arrive.
+func scoreAsync(t *testing.T, p *Pool, body string, timeout time.Duration) <-chan answer {
+	c := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		res, err := p.Score(ctx, &backend.Request{Body: []byte(body)})
+		var out map[string]any
+		if err == nil {
+			err = json.Unmarshal(res.Body, &out)
+		}
+		c <- answer{out, err}
+	}()
+	return c
+}
+
+func pipelinePool(t *testing.T, depth int) *Pool {
+	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, Pipeline: depth})
+	if _, err := score(t, p, `{}`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runningAlone starts a request that runs for a while and waits until the worker has read it.
+func runningAlone(t *testing.T, p *Pool, body string, timeout time.Duration) <-chan answer {
+	t.Helper()
+	a := scoreAsync(t, p, body, timeout)
+	if held, unread := waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 }); held != 1 || unread != 0 {
+		t.Fatalf("first request: worker holds %d, %d bytes unread; want 1 and 0", held, unread)
+	}
+	return a
+}
+
+func TestPoolPipelinesShortRequests(t *testing.T) {
+	t.Parallel()
+	p := pipelinePool(t, 2)
+	a := runningAlone(t, p, `{"sleep": 0.6, "echo": "a"}`, 20*time.Second)
+	// The second request is written to the busy worker's socket at once and waits there.
+	b := scoreAsync(t, p, `{"echo": "b"}`, 20*time.Second)
+	if held, unread := waitQueue(t, p, 300*time.Millisecond, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
+		t.Fatalf("second request: worker holds %d, %d bytes unread; want it queued in the worker's socket", held, unread)
+	}
+	// The third waits in the replica: the depth is 2.
+	c := scoreAsync(t, p, `{"echo": "c"}`, 20*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if held, _ := workerQueue(t, p); held != 2 {
+		t.Fatalf("worker holds %d requests with depth 2", held)
+	}
+	ra, rb, rc := <-a, <-b, <-c
+	for _, r := range []answer{ra, rb, rc} {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	if ra.out["echo"] != "a" || rb.out["echo"] != "b" || rc.out["echo"] != "c" {
+		t.Fatalf("answers reached the wrong requests: %v %v %v", ra.out, rb.out, rc.out)
+	}
+	if rb.out["calls"].(float64) != ra.out["calls"].(float64)+1 {
+		t.Fatalf("the queued request did not run right after the first in the same worker: %v then %v", ra.out, rb.out)
+	}
+}
+
+func TestPoolPipelineFaults(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, first string
+		timeout     time.Duration
+		want        error
+		replaced    bool
+	}{
+		{"crash", `{"sleep": 0.4, "kill": true}`, 20 * time.Second, backend.ErrWorkerCrashed, true},
+		{"timeout", `{"sleep": 30}`, 400 * time.Millisecond, backend.ErrTimeout, true},
+		{"raises", `{"sleep": 0.4, "raise": "boom"}`, 20 * time.Second, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := pipelinePool(t, 2)
+			before, _ := score(t, p, `{}`, 10*time.Second)
+			a := runningAlone(t, p, tc.first, tc.timeout)
+			b := scoreAsync(t, p, `{"echo": "b"}`, 30*time.Second)
+			if held, unread := waitQueue(t, p, 300*time.Millisecond, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
+				t.Fatalf("second request not queued in the worker: holds %d, %d bytes unread", held, unread)
+			}
+			ra, rb := <-a, <-b
+			if tc.want != nil && !errors.Is(ra.err, tc.want) {
+				t.Fatalf("first request: err = %v, want %v", ra.err, tc.want)
+			}
+			if me := (*backend.ModelError)(nil); tc.want == nil && !errors.As(ra.err, &me) {
+				t.Fatalf("first request: err = %v, want the model's error", ra.err)
+			}
+			// The request queued behind a failure never started there: it runs once, elsewhere.
+			if rb.err != nil || rb.out["echo"] != "b" {
+				t.Fatalf("queued request: %v %v", rb.out, rb.err)
+			}
+			samePID := rb.out["pid"] == before["pid"]
+			if tc.replaced && (samePID || rb.out["calls"].(float64) != 1 || p.Restarts() != 1) {
+				t.Fatalf("queued request ran in pid %v as call %v (failed worker %v), restarts %d; want it run once on the replacement",
+					rb.out["pid"], rb.out["calls"], before["pid"], p.Restarts())
+			}
+			if !tc.replaced && (!samePID || p.Restarts() != 0) {
+				t.Fatalf("queued request ran in pid %v (worker %v), restarts %d; a raising run() must not cost the worker", rb.out["pid"], before["pid"], p.Restarts())
+			}
+		})
+	}
+}
+
+func TestPoolDoesNotPipelineSlowOrLargeRequests(t *testing.T) {
+	t.Parallel()
+	t.Run("slow", func(t *testing.T) {
+		t.Parallel()
+		p := pipelinePool(t, 2)
+		for i := 0; i < 4; i++ { // run() averages far over pipelineBelow
+			if _, err := score(t, p, `{"sleep": 0.02}`, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := runningAlone(t, p, `{"sleep": 0.5}`, 20*time.Second)
+		b := scoreAsync(t, p, `{"echo": "b"}`, 20*time.Second)
+		time.Sleep(200 * time.Millisecond)
+		if held, unread := workerQueue(t, p); held != 1 || unread != 0 {
+			t.Fatalf("behind a slow run(): worker holds %d, %d bytes unread; want the request kept in the replica", held, unread)
+		}
+		if r := <-a; r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r := <-b; r.err != nil || r.out["echo"] != "b" {
+			t.Fatalf("%v %v", r.out, r.err)
+		}
+	})
+	t.Run("large", func(t *testing.T) {
+		t.Parallel()
+		p := pipelinePool(t, 2)
+		a := runningAlone(t, p, `{"sleep": 0.5}`, 20*time.Second)
+		b := scoreAsync(t, p, `{"echo": "b", "pad": "`+strings.Repeat("x", directWriteMax)+`"}`, 20*time.Second)
+		time.Sleep(200 * time.Millisecond)
+		if held, unread := workerQueue(t, p); held != 1 || unread != 0 {
+			t.Fatalf("a large body: worker holds %d, %d bytes unread; want it kept in the replica", held, unread)
+		}
+		if r := <-a; r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r := <-b; r.err != nil || r.out["echo"] != "b" {
+			t.Fatalf("%v %v", r.out, r.err)
+		}
+	})
+}
+
+func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
+	var s sched
+	w1, w2, w3 := &worker{id: 1}, &worker{id: 2}, &worker{id: 3}
+	s.add(w1)
+	s.add(w2)
+	s.add(w3)
+	take := func(pipeline bool) *worker {
+		w, _ := s.take(pipeline, 3)
+		return w
+	}
+	if w := take(true); w != w3 {
+		t.Fatalf("took worker %v, want the most recently added idle one (3)", w)
+	}
+	s.release(w3)
+	if w := take(false); w != w3 {
+		t.Fatalf("took worker %v, want the most recently released one (3)", w)
+	}
+	take(true) // 2
+	take(true) // 1
+	if w, freed := s.take(false, 3); w != nil || freed == nil {
+		t.Fatalf("without pipelining and no idle worker, take = %v, want a wait", w)
+	}
+	if w := take(true); w == nil {
+		t.Fatal("pipelining found no busy worker with room")
+	}
+	// Every worker now holds 1 except one that holds 2; the next goes to one that holds 1.
+	if w := take(true); w == nil || w.held != 2 {
+		t.Fatalf("took %v, want a worker that held 1", w)
+	}
+	s.release(w1) // w1 holds 1
+	_, freed := s.take(false, 3)
+	if freed == nil {
+		t.Fatal("no wait channel")
+	}
+	s.release(w1) // w1 becomes idle
+	select {
+	case <-freed:
+	default:
+		t.Fatal("release did not wake a waiter")
+	}
+	if w := take(false); w != w1 {
+		t.Fatalf("took %v, want the idle worker 1", w)
+	}
+	if !s.remove(w2) || s.remove(w2) {
+		t.Fatal("remove must report true once")
+	}
+	for i := 0; i < 6; i++ {
+		if w := take(true); w == w2 {
+			t.Fatal("a removed worker was handed out")
 		}
 	}
 }

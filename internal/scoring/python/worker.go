@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,19 +22,38 @@ import (
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
 
-// worker is one Python process running the entry script; it serves one request at a time.
+// worker is one Python process running the entry script. It runs one request at a time; with
+// pipelining, more requests wait in its socket, and it answers them in order.
 type worker struct {
 	id     int
 	cmd    *exec.Cmd
 	conn   *net.UnixConn
 	raw    syscall.RawConn
-	r      *bufio.Reader
-	wbuf   []byte
 	exited chan struct{}
 	err    error // cmd.Wait's result, set before exited closes
 	info   initInfo
-	// pollMissed: the last call polled for its answer and did not see it within the budget.
-	pollMissed bool
+
+	mu     sync.Mutex    // orders and serializes the frames written; guards wbuf, last, broken
+	wbuf   []byte        //
+	last   chan struct{} // closed once the answer to the last request written has been read
+	broken bool          // a call failed in a way that leaves the stream unusable
+
+	r *bufio.Reader // read only by the call whose answer is next (its predecessor's last is closed)
+
+	held int  // requests taken for this worker and not yet released; guarded by sched.mu
+	gone bool // removed from service; guarded by sched.mu
+}
+
+// errNotStarted: the request went to a worker that failed before running it, so it can run elsewhere.
+var errNotStarted = errors.New("the worker failed before running the request")
+
+// outcome is how one call went.
+type outcome struct {
+	res            *backend.Result
+	err            error
+	fatal          bool          // the worker is unusable and must be replaced
+	polled, missed bool          // the call polled for its answer; and did not see it within the budget
+	service        time.Duration // how long the answer took once the request's turn came; 0 if unknown
 }
 
 type initInfo struct {
@@ -124,11 +144,31 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 	return w, nil
 }
 
-// call sends one request and reads the answer. A non-nil fatal means the worker is unusable.
-// With poll > 0, the worker is asked to poll for its next request after answering, and this call
-// polls for the answer for up to poll (at most until the deadline) before sleeping.
-func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, poll time.Duration) (res *backend.Result, err error, fatal bool) {
-	w.conn.SetDeadline(deadline)
+// call sends one request and reads the answer. When earlier requests are still waiting for their
+// answers in w, it writes right behind them and reads its own answer when theirs have been read.
+// With poll > 0, the worker is asked to poll for its next request after answering, and a call
+// with nothing ahead of it polls for the answer for up to poll (at most until the deadline)
+// before sleeping.
+func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, poll time.Duration) (o outcome) {
+	w.mu.Lock()
+	if w.broken {
+		w.mu.Unlock()
+		return outcome{err: errNotStarted}
+	}
+	prev, done := w.last, make(chan struct{})
+	w.last = done
+	defer func() {
+		if o.fatal {
+			w.mu.Lock()
+			w.broken = true // before passing the turn: the requests behind this one never start
+			w.mu.Unlock()
+		}
+		close(done)
+	}()
+	first := prev == nil || isClosed(prev)
+	if !first {
+		poll = 0 // only a lone request polls
+	}
 	if rawHTTP {
 		meta, _ := json.Marshal(map[string]any{"method": req.Method, "path": req.Path, "query": req.Query, "headers": req.Header})
 		var ml [4]byte
@@ -140,51 +180,107 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	if !deadline.IsZero() {
 		poll = min(poll, time.Until(deadline)) // the deadline is enforced by the wait after polling
 	}
-	if err := w.send(poll); err != nil {
-		return nil, w.transportError(err), true
-	}
-	if cap(w.wbuf) > 1<<20 {
-		w.wbuf = nil // do not pin one huge request's buffer for the worker's lifetime
+	var start time.Time
+	if first {
+		w.conn.SetDeadline(deadline)
+		start = time.Now()
+		sent, err := w.send(poll, &o) // unlocks w.mu
+		if err != nil {
+			if !sent {
+				err = fmt.Errorf("%w: %w", errNotStarted, w.transportError(err))
+			} else {
+				err = w.transportError(err)
+			}
+			return outcome{err: err, fatal: true}
+		}
+	} else {
+		w.conn.SetWriteDeadline(deadline)
+		_, err := w.conn.Write(w.wbuf)
+		w.shrink()
+		w.mu.Unlock()
+		if err != nil {
+			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
+		}
+		<-prev
+		w.mu.Lock()
+		broken := w.broken
+		w.mu.Unlock()
+		if broken {
+			return outcome{err: errNotStarted}
+		}
+		w.conn.SetReadDeadline(deadline)
+		start = time.Now()
 	}
 	kind, payload, err := readFrame(w.r)
 	if err != nil {
-		return nil, w.transportError(err), true
+		return outcome{err: w.transportError(err), fatal: true}
 	}
+	o.service = time.Since(start)
 	switch kind {
 	case kindJSON:
-		return &backend.Result{Body: payload}, nil, false
+		o.res = &backend.Result{Body: payload}
 	case kindRaw:
-		return decodeRaw(payload)
+		o.res, o.err, o.fatal = decodeRaw(payload)
 	case kindRaised:
 		var pe pyError
 		if err := json.Unmarshal(payload, &pe); err != nil {
-			return nil, fmt.Errorf("worker %d: malformed error frame: %w", w.id, err), true
+			o.err, o.fatal = fmt.Errorf("worker %d: malformed error frame: %w", w.id, err), true
+		} else {
+			o.err = &backend.ModelError{Type: pe.Type, Message: pe.Message, Traceback: pe.Traceback}
 		}
-		return nil, &backend.ModelError{Type: pe.Type, Message: pe.Message, Traceback: pe.Traceback}, false
 	case kindBadInput:
-		return nil, fmt.Errorf("%w: %s", backend.ErrBadInput, payload), false
+		o.err = fmt.Errorf("%w: %s", backend.ErrBadInput, payload)
+	default:
+		o.err, o.fatal = fmt.Errorf("worker %d: unexpected frame %q", w.id, kind), true
 	}
-	return nil, fmt.Errorf("worker %d: unexpected frame %q", w.id, kind), true
+	return o
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// shrink drops a huge request's buffer, so it is not pinned for the worker's lifetime; w.mu held.
+func (w *worker) shrink() {
+	if cap(w.wbuf) > 1<<20 {
+		w.wbuf = nil
+	}
 }
 
 // directWriteMax bounds the frames sent by send's fast path; far below a socket buffer, so the write completes.
 const directWriteMax = 32 << 10
 
-// send writes w.wbuf and returns once the reply is (probably) readable. For small frames it writes
-// from inside a read-readiness wait: the readiness flag is reset before the request goes out, so
-// the reply's arrival cannot be missed, and the read that would only return EAGAIN is saved
-// (system calls are the largest per-request cost here).
+// send writes w.wbuf, unlocks w.mu once the whole frame is out (frames of requests queued behind
+// this one must not interleave with it), and returns once the reply is (probably) readable; sent
+// says the whole frame was written. For small frames it writes from inside a read-readiness wait:
+// the readiness flag is reset before the request goes out, so the reply's arrival cannot be
+// missed, and the read that would only return EAGAIN is saved (system calls are the largest
+// per-request cost here).
 //
 // With poll > 0 it then polls for the reply for up to poll before sleeping, without giving up the
 // goroutine's thread: waking a sleeping thread costs more than a short run() on a virtual machine.
-func (w *worker) send(poll time.Duration) error {
+func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
+	locked := true
+	unlock := func() {
+		if locked {
+			w.shrink()
+			w.mu.Unlock()
+			locked = false
+		}
+	}
+	defer unlock()
 	if len(w.wbuf) > directWriteMax || w.r.Buffered() > 0 {
 		_, err := w.conn.Write(w.wbuf)
-		return err
+		return err == nil, err
 	}
 	written := 0
 	var werr error
-	err := w.raw.Read(func(fd uintptr) bool {
+	err = w.raw.Read(func(fd uintptr) bool {
 		if written == 0 && werr == nil {
 			n, err := syscall.Write(int(fd), w.wbuf)
 			if err != nil || n < len(w.wbuf) {
@@ -192,9 +288,10 @@ func (w *worker) send(poll time.Duration) error {
 				return true // finish below with an ordinary write
 			}
 			written = n
+			unlock()
 			if poll > 0 {
 				got := pollReadable(int(fd), poll)
-				w.pollMissed = !got
+				o.polled, o.missed = true, !got
 				return got
 			}
 			return false // wait until the worker answers
@@ -202,13 +299,13 @@ func (w *worker) send(poll time.Duration) error {
 		return true
 	})
 	if err != nil {
-		return err // the deadline passed while run() was working
+		return locked == false, err // before the write: the deadline had passed; after it: run() was working
 	}
-	if written < len(w.wbuf) {
+	if locked {
 		_, err := w.conn.Write(w.wbuf[written:])
-		return err
+		return err == nil, err
 	}
-	return nil
+	return true, nil
 }
 
 // pollReadable reports whether fd has data to read within d, checking without blocking and yielding

@@ -22,10 +22,10 @@ def run(raw_data):
     global calls
     calls += 1
     req = json.loads(raw_data)
-    if "raise" in req:
-        raise ValueError(req["raise"])
     if "sleep" in req:
         time.sleep(req["sleep"])
+    if "raise" in req:
+        raise ValueError(req["raise"])
     if "kill" in req:
         os.kill(os.getpid(), signal.SIGKILL)
     if "exit" in req:
