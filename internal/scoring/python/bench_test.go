@@ -11,12 +11,18 @@ import (
 )
 
 // BenchmarkWorkerHop measures one Score through the worker protocol (no HTTP) on the stdlib
-// example, sequentially: the pool's own overhead on top of run(). Not run by go test without -bench.
+// example, sequentially: the pool's own overhead on top of run(), with both sides sleeping between
+// requests ("sleep") and with a lone request polling ("poll"). Not run by go test without -bench.
 //
-//	go test -run '^$' -bench WorkerHop ./internal/scoring/python
+//	GOMAXPROCS=1 go test -run '^$' -bench WorkerHop ./internal/scoring/python
 func BenchmarkWorkerHop(b *testing.B) {
+	b.Run("sleep", func(b *testing.B) { benchmarkWorkerHop(b, 0) })
+	b.Run("poll", func(b *testing.B) { benchmarkWorkerHop(b, 200) })
+}
+
+func benchmarkWorkerHop(b *testing.B, poll int) {
 	ex := filepath.Join("..", "..", "..", "examples", "stdlib")
-	p, err := New(Config{EntryScript: filepath.Join(ex, "score.py"), ModelDir: filepath.Join(ex, "model")}, nil)
+	p, err := New(Config{EntryScript: filepath.Join(ex, "score.py"), ModelDir: filepath.Join(ex, "model"), PollMicros: poll}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -24,7 +30,7 @@ func BenchmarkWorkerHop(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	req := &backend.Request{Body: []byte(`{"data": [[1.0, 2.0, 3.0]]}`)}
+	req := &backend.Request{Body: []byte(`{"data": [[1.0, 2.0, 3.0]]}`), Alone: poll > 0}
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
