@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
+	"github.com/mlship/mlship/internal/scoring/rawconn"
 )
 
 // Server is one replica: an HTTP server in front of a model backend. Use New, then Start.
@@ -114,7 +115,7 @@ func (s *Server) start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- hs.Serve(rawconn.Listener{Listener: ln}) }()
 
 	s.logger.Info("loading model", "model_dir", s.cfg.ModelDir, "addr", s.addr)
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InitTimeout)

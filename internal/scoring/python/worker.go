@@ -20,6 +20,7 @@ import (
 	"unsafe"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
+	"github.com/mlship/mlship/internal/scoring/rawconn"
 )
 
 // worker is one Python process running the entry script. It runs one request at a time; with
@@ -28,6 +29,7 @@ type worker struct {
 	id     int
 	cmd    *exec.Cmd
 	conn   *net.UnixConn
+	rw     net.Conn // conn with raw reads and writes
 	raw    syscall.RawConn
 	exited chan struct{}
 	err    error // cmd.Wait's result, set before exited closes
@@ -106,7 +108,8 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("worker %d: %w", id, err)
 	}
-	w := &worker{id: id, cmd: cmd, conn: conn, raw: raw, r: bufio.NewReaderSize(conn, 64<<10), exited: make(chan struct{})}
+	rw := rawconn.Wrap(conn) // reads and writes that never hand the replica's one P to another thread
+	w := &worker{id: id, cmd: cmd, conn: conn, rw: rw, raw: raw, r: bufio.NewReaderSize(rw, 64<<10), exited: make(chan struct{})}
 	go func() {
 		w.err = cmd.Wait()
 		out.flush()
@@ -195,7 +198,7 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 		}
 	} else {
 		w.conn.SetWriteDeadline(deadline)
-		_, err := w.conn.Write(w.wbuf)
+		_, err := w.rw.Write(w.wbuf)
 		w.shrink()
 		w.mu.Unlock()
 		if err != nil {
@@ -275,16 +278,20 @@ func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
 	}
 	defer unlock()
 	if len(w.wbuf) > directWriteMax || w.r.Buffered() > 0 {
-		_, err := w.conn.Write(w.wbuf)
+		_, err := w.rw.Write(w.wbuf)
 		return err == nil, err
 	}
 	written := 0
 	var werr error
 	err = w.raw.Read(func(fd uintptr) bool {
 		if written == 0 && werr == nil {
-			n, err := syscall.Write(int(fd), w.wbuf)
-			if err != nil || n < len(w.wbuf) {
-				written, werr = max(n, 0), err
+			r, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.wbuf[0])), uintptr(len(w.wbuf)))
+			n := int(r)
+			if errno != 0 || n < len(w.wbuf) {
+				if errno != 0 {
+					n, werr = 0, errno
+				}
+				written = n
 				return true // finish below with an ordinary write
 			}
 			written = n
@@ -302,7 +309,7 @@ func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
 		return locked == false, err // before the write: the deadline had passed; after it: run() was working
 	}
 	if locked {
-		_, err := w.conn.Write(w.wbuf[written:])
+		_, err := w.rw.Write(w.wbuf[written:])
 		return err == nil, err
 	}
 	return true, nil
