@@ -542,11 +542,14 @@ func scoreAsync(t *testing.T, p *Pool, body string, timeout time.Duration) <-cha
 	return c
 }
 
+// pipelinePool starts one worker that may hold depth requests. Its run() average is reset after
+// each warm-up request, so pipelining applies however slowly a loaded machine ran them.
 func pipelinePool(t *testing.T, depth int) *Pool {
 	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, Pipeline: depth})
 	if _, err := score(t, p, `{}`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	p.service.Store(0)
 	return p
 }
 
@@ -563,10 +566,10 @@ func runningAlone(t *testing.T, p *Pool, body string, timeout time.Duration) <-c
 func TestPoolPipelinesShortRequests(t *testing.T) {
 	t.Parallel()
 	p := pipelinePool(t, 2)
-	a := runningAlone(t, p, `{"sleep": 0.6, "echo": "a"}`, 20*time.Second)
+	a := runningAlone(t, p, `{"sleep": 1.5, "echo": "a"}`, 20*time.Second)
 	// The second request is written to the busy worker's socket at once and waits there.
 	b := scoreAsync(t, p, `{"echo": "b"}`, 20*time.Second)
-	if held, unread := waitQueue(t, p, 300*time.Millisecond, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
+	if held, unread := waitQueue(t, p, time.Second, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
 		t.Fatalf("second request: worker holds %d, %d bytes unread; want it queued in the worker's socket", held, unread)
 	}
 	// The third waits in the replica: the depth is 2.
@@ -597,18 +600,19 @@ func TestPoolPipelineFaults(t *testing.T) {
 		want        error
 		replaced    bool
 	}{
-		{"crash", `{"sleep": 0.4, "kill": true}`, 20 * time.Second, backend.ErrWorkerCrashed, true},
-		{"timeout", `{"sleep": 30}`, 400 * time.Millisecond, backend.ErrTimeout, true},
-		{"raises", `{"sleep": 0.4, "raise": "boom"}`, 20 * time.Second, nil, false},
+		{"crash", `{"sleep": 1.5, "kill": true}`, 20 * time.Second, backend.ErrWorkerCrashed, true},
+		{"timeout", `{"sleep": 30}`, 1500 * time.Millisecond, backend.ErrTimeout, true},
+		{"raises", `{"sleep": 1.5, "raise": "boom"}`, 20 * time.Second, nil, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := pipelinePool(t, 2)
 			before, _ := score(t, p, `{}`, 10*time.Second)
+			p.service.Store(0)
 			a := runningAlone(t, p, tc.first, tc.timeout)
 			b := scoreAsync(t, p, `{"echo": "b"}`, 30*time.Second)
-			if held, unread := waitQueue(t, p, 300*time.Millisecond, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
+			if held, unread := waitQueue(t, p, time.Second, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
 				t.Fatalf("second request not queued in the worker: holds %d, %d bytes unread", held, unread)
 			}
 			ra, rb := <-a, <-b
