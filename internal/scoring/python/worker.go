@@ -187,14 +187,17 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	if first {
 		w.conn.SetDeadline(deadline)
 		start = time.Now()
-		sent, err := w.send(poll, &o) // unlocks w.mu
-		if err != nil {
-			if !sent {
-				err = fmt.Errorf("%w: %w", errNotStarted, w.transportError(err))
-			} else {
-				err = w.transportError(err)
-			}
-			return outcome{err: err, fatal: true}
+		total := len(w.wbuf)
+		wrote, err := w.send(poll, &o) // unlocks w.mu
+		switch {
+		case err == nil:
+		case wrote == 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			// Nothing reached the worker, so it stays in service.
+			return outcome{err: fmt.Errorf("before running: %w", backend.ErrTimeout)}
+		case wrote < total:
+			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
+		default:
+			return outcome{err: w.transportError(err), fatal: true}
 		}
 	} else {
 		w.conn.SetWriteDeadline(deadline)
@@ -259,15 +262,16 @@ func (w *worker) shrink() {
 const directWriteMax = 32 << 10
 
 // send writes w.wbuf, unlocks w.mu once the whole frame is out (frames of requests queued behind
-// this one must not interleave with it), and returns once the reply is (probably) readable; sent
-// says the whole frame was written. For small frames it writes from inside a read-readiness wait:
+// this one must not interleave with it), and returns once the reply is (probably) readable, with
+// how many bytes of the frame it wrote. For small frames it writes from inside a read-readiness wait:
 // the readiness flag is reset before the request goes out, so the reply's arrival cannot be
 // missed, and the read that would only return EAGAIN is saved (system calls are the largest
 // per-request cost here).
 //
 // With poll > 0 it then polls for the reply for up to poll before sleeping, without giving up the
 // goroutine's thread: waking a sleeping thread costs more than a short run() on a virtual machine.
-func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
+func (w *worker) send(poll time.Duration, o *outcome) (wrote int, err error) {
+	total := len(w.wbuf) // w.wbuf belongs to the next writer once w.mu is unlocked
 	locked := true
 	unlock := func() {
 		if locked {
@@ -278,8 +282,7 @@ func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
 	}
 	defer unlock()
 	if len(w.wbuf) > directWriteMax || w.r.Buffered() > 0 {
-		_, err := w.rw.Write(w.wbuf)
-		return err == nil, err
+		return w.rw.Write(w.wbuf)
 	}
 	written := 0
 	var werr error
@@ -306,13 +309,16 @@ func (w *worker) send(poll time.Duration, o *outcome) (sent bool, err error) {
 		return true
 	})
 	if err != nil {
-		return locked == false, err // before the write: the deadline had passed; after it: run() was working
+		if locked {
+			return written, err // the deadline had passed before the write
+		}
+		return total, err // the deadline passed while run() was working
 	}
 	if locked {
-		_, err := w.rw.Write(w.wbuf[written:])
-		return err == nil, err
+		n, err := w.rw.Write(w.wbuf[written:])
+		return written + n, err
 	}
-	return true, nil
+	return total, nil
 }
 
 // pollReadable reports whether fd has data to read within d, checking without blocking and yielding
