@@ -262,7 +262,7 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 			}
 		}
 		if o.service > 0 {
-			old := p.service.Load()
+			old := p.service.Load() // concurrent updates may lose a sample; it is an estimate
 			p.service.Store(old + (int64(o.service)-old)/8)
 		}
 		if o.fatal {
@@ -276,10 +276,15 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 			}
 			p.replace(w)
 		}
-		p.sched.release(w)
 		if errors.Is(o.err, errNotStarted) {
-			continue // the worker died before this request's turn came: another worker runs it
+			// The worker failed before this request's turn came: another worker runs it. The call
+			// that failed replaces it too; removing it here as well keeps it from being taken
+			// again in the meantime.
+			p.replace(w)
+			p.sched.release(w)
+			continue
 		}
+		p.sched.release(w)
 		if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
 			p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
 		}
