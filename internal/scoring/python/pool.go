@@ -117,6 +117,7 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 	p := &Pool{
 		cfg:    cfg,
 		logger: logger,
+		sched:  sched{depth: cfg.Pipeline},
 		closed: make(chan struct{}),
 		live:   map[*worker]struct{}{},
 	}
@@ -296,17 +297,18 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 // that died while idle, so a request is not failed for a crash that happened before it arrived.
 func (p *Pool) acquire(ctx context.Context, pipeline bool) (*worker, error) {
 	for {
-		w, freed := p.sched.take(pipeline, p.cfg.Pipeline)
+		w, wt := p.sched.take(pipeline)
 		if w == nil {
 			select {
-			case <-freed:
-				continue
+			case w = <-wt.c:
 			case <-ctx.Done():
+				p.sched.cancel(wt)
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
 				}
 				return nil, ctx.Err()
 			case <-p.closed:
+				p.sched.cancel(wt)
 				return nil, backend.ErrNotReady
 			}
 		}
@@ -417,41 +419,86 @@ const (
 
 // sched knows how many requests each live worker holds and hands out workers: an idle one first,
 // most recently used first (under light load the same worker takes every request, so its caches
-// stay warm and the others sleep), else, when pipelining, the least busy one with room.
+// stay warm and the others sleep), else, when pipelining, the least busy one with room. Requests
+// that find nothing wait in arrival order, and each freed place is handed to one of them.
 type sched struct {
-	mu    sync.Mutex
-	idle  []*worker     // live workers holding no request, most recently used last
-	all   []*worker     // live workers
-	freed chan struct{} // closed when room appears; made only when someone waits
+	mu      sync.Mutex
+	depth   int       // requests one worker may hold (Config.Pipeline)
+	idle    []*worker // live workers holding no request, most recently used last
+	all     []*worker // live workers
+	waiters []*waiter // in arrival order
 }
 
-// take returns a worker and counts the caller's request in it, or nil and a channel that is closed
-// when that may have changed.
-func (s *sched) take(pipeline bool, depth int) (*worker, <-chan struct{}) {
+// waiter is a request waiting for a worker; it receives one on c, already counted in the worker.
+type waiter struct {
+	pipeline bool
+	c        chan *worker
+}
+
+// take returns a worker and counts the caller's request in it, or nil and the waiter that will
+// receive one; a caller that stops waiting must call cancel.
+func (s *sched) take(pipeline bool) (*worker, *waiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if w := s.pick(pipeline); w != nil {
+		return w, nil
+	}
+	wt := &waiter{pipeline: pipeline, c: make(chan *worker, 1)}
+	s.waiters = append(s.waiters, wt)
+	return nil, wt
+}
+
+// pick finds a worker with room and counts a request in it; s.mu held.
+func (s *sched) pick(pipeline bool) *worker {
 	if n := len(s.idle); n > 0 {
 		w := s.idle[n-1]
 		s.idle = s.idle[:n-1]
 		w.held++
-		return w, nil
+		return w
 	}
-	if pipeline {
-		var best *worker
-		for _, w := range s.all {
-			if w.held < depth && (best == nil || w.held < best.held) {
-				best = w
+	if !pipeline {
+		return nil
+	}
+	var best *worker
+	for _, w := range s.all {
+		if w.held < s.depth && (best == nil || w.held < best.held) {
+			best = w
+		}
+	}
+	if best != nil {
+		best.held++
+	}
+	return best
+}
+
+// dispatch hands workers with room to waiters, first come first served; s.mu held. A waiter that
+// needs an idle worker does not block a later one that may queue behind a busy worker.
+func (s *sched) dispatch() {
+	for i := 0; i < len(s.waiters); {
+		wt := s.waiters[i]
+		w := s.pick(wt.pipeline)
+		if w == nil {
+			if wt.pipeline {
+				return // no room anywhere
 			}
+			i++
+			continue
 		}
-		if best != nil {
-			best.held++
-			return best, nil
-		}
+		s.waiters = slices.Delete(s.waiters, i, i+1)
+		wt.c <- w
 	}
-	if s.freed == nil {
-		s.freed = make(chan struct{})
+}
+
+// cancel withdraws a waiter; a worker already handed to it is released.
+func (s *sched) cancel(wt *waiter) {
+	s.mu.Lock()
+	if i := slices.Index(s.waiters, wt); i >= 0 {
+		s.waiters = slices.Delete(s.waiters, i, i+1)
+		s.mu.Unlock()
+		return
 	}
-	return nil, s.freed
+	s.mu.Unlock()
+	s.release(<-wt.c)
 }
 
 // release uncounts one request of w.
@@ -462,7 +509,7 @@ func (s *sched) release(w *worker) {
 	if w.held == 0 && !w.gone {
 		s.idle = append(s.idle, w)
 	}
-	s.wake()
+	s.dispatch()
 }
 
 // add makes a new worker available.
@@ -471,7 +518,7 @@ func (s *sched) add(w *worker) {
 	defer s.mu.Unlock()
 	s.all = append(s.all, w)
 	s.idle = append(s.idle, w)
-	s.wake()
+	s.dispatch()
 }
 
 // remove takes w out of service; it reports false if w was already removed.
@@ -485,11 +532,4 @@ func (s *sched) remove(w *worker) bool {
 	s.all = slices.DeleteFunc(s.all, func(x *worker) bool { return x == w })
 	s.idle = slices.DeleteFunc(s.idle, func(x *worker) bool { return x == w })
 	return true
-}
-
-func (s *sched) wake() {
-	if s.freed != nil {
-		close(s.freed)
-		s.freed = nil
-	}
 }

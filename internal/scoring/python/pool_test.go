@@ -680,13 +680,16 @@ func TestPoolDoesNotPipelineSlowOrLargeRequests(t *testing.T) {
 }
 
 func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
-	var s sched
+	s := &sched{depth: 3}
 	w1, w2, w3 := &worker{id: 1}, &worker{id: 2}, &worker{id: 3}
 	s.add(w1)
 	s.add(w2)
 	s.add(w3)
 	take := func(pipeline bool) *worker {
-		w, _ := s.take(pipeline, 3)
+		w, wt := s.take(pipeline)
+		if wt != nil {
+			s.cancel(wt)
+		}
 		return w
 	}
 	if w := take(true); w != w3 {
@@ -698,29 +701,15 @@ func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
 	}
 	take(true) // 2
 	take(true) // 1
-	if w, freed := s.take(false, 3); w != nil || freed == nil {
-		t.Fatalf("without pipelining and no idle worker, take = %v, want a wait", w)
+	if w := take(false); w != nil {
+		t.Fatalf("without pipelining and no idle worker, took %v, want none", w)
 	}
 	if w := take(true); w == nil {
 		t.Fatal("pipelining found no busy worker with room")
 	}
-	// Every worker now holds 1 except one that holds 2; the next goes to one that holds 1.
+	// Every worker now holds 1 except one that holds 2; the next goes to one that held 1.
 	if w := take(true); w == nil || w.held != 2 {
 		t.Fatalf("took %v, want a worker that held 1", w)
-	}
-	s.release(w1) // w1 holds 1
-	_, freed := s.take(false, 3)
-	if freed == nil {
-		t.Fatal("no wait channel")
-	}
-	s.release(w1) // w1 becomes idle
-	select {
-	case <-freed:
-	default:
-		t.Fatal("release did not wake a waiter")
-	}
-	if w := take(false); w != w1 {
-		t.Fatalf("took %v, want the idle worker 1", w)
 	}
 	if !s.remove(w2) || s.remove(w2) {
 		t.Fatal("remove must report true once")
@@ -729,5 +718,59 @@ func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
 		if w := take(true); w == w2 {
 			t.Fatal("a removed worker was handed out")
 		}
+	}
+}
+
+// Each freed place goes to one waiter, in arrival order; a waiter that needs an idle worker does
+// not keep a pipeline slot from the one behind it; a cancelled waiter's worker is not lost.
+func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
+	s := &sched{depth: 2}
+	w1 := &worker{id: 1}
+	s.add(w1)
+	if w, _ := s.take(true); w != w1 {
+		t.Fatal("first take")
+	}
+	if w, _ := s.take(true); w != w1 {
+		t.Fatal("second take should pipeline")
+	}
+	// Now full: three waiters, the first needing an idle worker.
+	_, idleOnly := s.take(false)
+	_, a := s.take(true)
+	_, b := s.take(true)
+	if idleOnly == nil || a == nil || b == nil {
+		t.Fatal("a full worker must make callers wait")
+	}
+	received := func(wt *waiter) *worker {
+		select {
+		case w := <-wt.c:
+			return w
+		default:
+			return nil
+		}
+	}
+	s.release(w1) // held 1: a pipeline slot, which the idle-only waiter cannot use
+	if received(idleOnly) != nil || received(a) != w1 || received(b) != nil {
+		t.Fatal("one pipeline slot must go to the first waiter that can use it, and only to it")
+	}
+	s.release(w1) // held 1 again
+	if received(b) != w1 || received(idleOnly) != nil {
+		t.Fatal("the next slot must go to the next waiter")
+	}
+	// A waiter cancelled after a worker was handed to it gives the place back.
+	_, c := s.take(true)
+	s.release(w1)
+	s.cancel(c)
+	if w1.held != 1 {
+		t.Fatalf("worker holds %d after a cancelled hand-off, want 1", w1.held)
+	}
+	s.release(w1) // idle now: the idle-only waiter gets it
+	if received(idleOnly) != w1 || w1.held != 1 {
+		t.Fatalf("the idle worker did not go to the waiter that needed one (held %d)", w1.held)
+	}
+	// A waiter cancelled before anything was handed to it is simply withdrawn.
+	_, d := s.take(false)
+	s.cancel(d)
+	if len(s.waiters) != 0 {
+		t.Fatalf("%d waiters left", len(s.waiters))
 	}
 }
