@@ -238,11 +238,19 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		return nil, err
 	}
 	deadline, _ := ctx.Deadline()
+	buf := framePool.Get().(*[]byte)
+	frame := encodeRequest((*buf)[:0], req, p.meta.RawHTTP)
+	defer func() {
+		if cap(frame) <= 1<<20 { // do not keep one huge request's buffer
+			*buf = frame
+			framePool.Put(buf)
+		}
+	}()
 	for {
 		// A request may wait in a busy worker's socket only while run() is short (then the worker
-		// finds it there instead of sleeping and being woken) and only if small, so writing it
-		// never blocks.
-		pipeline := p.cfg.Pipeline > 1 && p.service.Load() < int64(pipelineBelow) && len(req.Body) <= directWriteMax
+		// finds it there instead of sleeping and being woken) and only if its frame is small, so
+		// writing it never blocks.
+		pipeline := p.cfg.Pipeline > 1 && p.service.Load() < int64(pipelineBelow) && len(frame) <= directWriteMax
 		w, err := p.acquire(ctx, pipeline)
 		if err != nil {
 			return nil, err
@@ -254,7 +262,16 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
 			poll = p.poll
 		}
-		o := w.call(deadline, req, p.meta.RawHTTP, poll)
+		o := w.call(frame, deadline, poll, func(fatal bool) {
+			if fatal {
+				p.logger.Warn("run() of a request abandoned at its deadline did not finish in time; replacing the worker", "worker", w.id)
+				p.replace(w)
+			}
+			p.sched.release(w)
+		})
+		if o.abandoned {
+			return nil, o.err // its place in w is released once the worker has answered it
+		}
 		if poll > 0 && o.polled {
 			if o.missed {
 				p.pollMisses.Add(1)
@@ -319,8 +336,15 @@ func (p *Pool) acquire(ctx context.Context, pipeline bool) (*worker, error) {
 			p.sched.release(w)
 			continue
 		default:
-			return w, nil
 		}
+		if err := ctx.Err(); err != nil { // handed a worker just as time ran out
+			p.sched.release(w)
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
+			}
+			return nil, err
+		}
+		return w, nil
 	}
 }
 
@@ -409,6 +433,9 @@ func (p *Pool) Close() error {
 	return nil
 }
 
+// framePool recycles request frame buffers.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
 const (
 	missesBeforePause = 3
 	pollProbeEvery    = 64
@@ -420,7 +447,9 @@ const (
 // sched knows how many requests each live worker holds and hands out workers: an idle one first,
 // most recently used first (under light load the same worker takes every request, so its caches
 // stay warm and the others sleep), else, when pipelining, the least busy one with room. Requests
-// that find nothing wait in arrival order, and each freed place is handed to one of them.
+// that find nothing wait in arrival order, and each freed place is handed to the first of them
+// that can use it; while a request that needs an idle worker waits first in line, nothing more is
+// queued in busy workers, so they drain and it is not overtaken for ever.
 type sched struct {
 	mu      sync.Mutex
 	depth   int       // requests one worker may hold (Config.Pipeline)
@@ -440,8 +469,10 @@ type waiter struct {
 func (s *sched) take(pipeline bool) (*worker, *waiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w := s.pick(pipeline); w != nil {
-		return w, nil
+	if len(s.waiters) == 0 { // else any room went to them first: queue behind them
+		if w := s.pick(pipeline); w != nil {
+			return w, nil
+		}
 	}
 	wt := &waiter{pipeline: pipeline, c: make(chan *worker, 1)}
 	s.waiters = append(s.waiters, wt)
@@ -471,20 +502,15 @@ func (s *sched) pick(pipeline bool) *worker {
 	return best
 }
 
-// dispatch hands workers with room to waiters, first come first served; s.mu held. A waiter that
-// needs an idle worker does not block a later one that may queue behind a busy worker.
+// dispatch hands workers with room to waiters, first come first served; s.mu held.
 func (s *sched) dispatch() {
-	for i := 0; i < len(s.waiters); {
-		wt := s.waiters[i]
+	for len(s.waiters) > 0 {
+		wt := s.waiters[0]
 		w := s.pick(wt.pipeline)
 		if w == nil {
-			if wt.pipeline {
-				return // no room anywhere
-			}
-			i++
-			continue
+			return
 		}
-		s.waiters = slices.Delete(s.waiters, i, i+1)
+		s.waiters = slices.Delete(s.waiters, 0, 1)
 		wt.c <- w
 	}
 }

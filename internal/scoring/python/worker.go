@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -35,10 +36,15 @@ type worker struct {
 	err    error // cmd.Wait's result, set before exited closes
 	info   initInfo
 
-	mu     sync.Mutex    // orders and serializes the frames written; guards wbuf, last, broken
-	wbuf   []byte        //
-	last   chan struct{} // closed once the answer to the last request written has been read
-	broken bool          // a call failed in a way that leaves the stream unusable
+	mu   sync.Mutex    // orders and serializes the frames written; guards last
+	last chan struct{} // closed once the answer to the last request written has been read
+	// broken: a call failed in a way that leaves the stream unusable; set before that call passes
+	// its turn on, so the requests behind it know they never started.
+	broken atomic.Bool
+	// mayHaveStarted is the done channel of a call that failed after the worker had answered it:
+	// the request right behind it may have begun running, so it must not be run again elsewhere.
+	// Written by the call holding the turn before it passes the turn on.
+	mayHaveStarted chan struct{}
 
 	r *bufio.Reader // read only by the call whose answer is next (its predecessor's last is closed)
 
@@ -56,6 +62,7 @@ type outcome struct {
 	fatal          bool          // the worker is unusable and must be replaced
 	polled, missed bool          // the call polled for its answer; and did not see it within the budget
 	service        time.Duration // how long the answer took once the request's turn came; 0 if unknown
+	abandoned      bool          // the caller gave up while queued; see worker.call
 }
 
 type initInfo struct {
@@ -147,24 +154,37 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 	return w, nil
 }
 
-// call sends one request and reads the answer. When earlier requests are still waiting for their
-// answers in w, it writes right behind them and reads its own answer when theirs have been read.
-// With poll > 0, the worker is asked to poll for its next request after answering, and a call
-// with nothing ahead of it polls for the answer for up to poll (at most until the deadline)
-// before sleeping.
-func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, poll time.Duration) (o outcome) {
+// call sends one request frame (see encodeRequest) and reads the answer. When earlier requests
+// are still waiting for their answers in w, it writes right behind them and reads its own answer
+// when theirs have been read. With poll > 0, the worker is asked to poll for its next request
+// after answering, and a call with nothing ahead of it polls for the answer for up to poll (at
+// most until the deadline) before sleeping.
+//
+// A call whose deadline passes while it waits behind another returns ErrTimeout at once and marks
+// itself abandoned: the worker still runs the request, so a goroutine reads and drops its answer
+// when its turn comes and then calls after (fatal when that answer never came), which must
+// release the caller's place in w. For any other outcome the caller releases it.
+func (w *worker) call(frame []byte, deadline time.Time, poll time.Duration, after func(fatal bool)) (o outcome) {
+	kind := frame[4] &^ pollBit
 	w.mu.Lock()
-	if w.broken {
+	if w.broken.Load() {
 		w.mu.Unlock()
 		return outcome{err: errNotStarted}
 	}
+	budget := time.Until(deadline) // how long run() may take from when the request's turn comes
+	if !deadline.IsZero() && budget <= 0 {
+		w.mu.Unlock()
+		return outcome{err: fmt.Errorf("before running: %w", backend.ErrTimeout)}
+	}
 	prev, done := w.last, make(chan struct{})
 	w.last = done
+	abandoned := false
 	defer func() {
+		if abandoned {
+			return // the goroutine that drops the answer passes the turn on
+		}
 		if o.fatal {
-			w.mu.Lock()
-			w.broken = true // before passing the turn: the requests behind this one never start
-			w.mu.Unlock()
+			w.broken.Store(true) // before passing the turn: the requests behind this one never start
 		}
 		close(done)
 	}()
@@ -172,46 +192,52 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	if !first {
 		poll = 0 // only a lone request polls
 	}
-	if rawHTTP {
-		meta, _ := json.Marshal(map[string]any{"method": req.Method, "path": req.Path, "query": req.Query, "headers": req.Header})
-		var ml [4]byte
-		binary.BigEndian.PutUint32(ml[:], uint32(len(meta)))
-		w.wbuf = appendFrame(w.wbuf[:0], kindHTTP|pollFlag(poll), ml[:], meta, req.Body)
-	} else {
-		w.wbuf = appendFrame(w.wbuf[:0], kindRun|pollFlag(poll), req.Body)
-	}
+	frame[4] = kind | pollFlag(poll)
 	if !deadline.IsZero() {
-		poll = min(poll, time.Until(deadline)) // the deadline is enforced by the wait after polling
+		poll = min(poll, budget) // the deadline is enforced by the wait after polling
 	}
 	var start time.Time
 	if first {
 		w.conn.SetDeadline(deadline)
 		start = time.Now()
-		total := len(w.wbuf)
-		wrote, err := w.send(poll, &o) // unlocks w.mu
+		wrote, err := w.send(frame, poll, &o) // unlocks w.mu
 		switch {
 		case err == nil:
 		case wrote == 0 && errors.Is(err, os.ErrDeadlineExceeded):
 			// Nothing reached the worker, so it stays in service.
 			return outcome{err: fmt.Errorf("before running: %w", backend.ErrTimeout)}
-		case wrote < total:
+		case wrote < len(frame):
 			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
 		default:
 			return outcome{err: w.transportError(err), fatal: true}
 		}
 	} else {
+		// Frames queued behind another are small (Pool.Score), so this write fits in the socket
+		// buffer and does not block while w.mu is held.
 		w.conn.SetWriteDeadline(deadline)
-		_, err := w.rw.Write(w.wbuf)
-		w.shrink()
-		w.mu.Unlock()
-		if err != nil {
+		n, err := w.rw.Write(frame)
+		if err != nil && n == 0 {
+			w.last = prev // nothing went out and nothing can be queued behind this call yet: undo
+			w.mu.Unlock()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return outcome{err: fmt.Errorf("before running: %w", backend.ErrTimeout)}
+			}
 			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
 		}
-		<-prev
-		w.mu.Lock()
-		broken := w.broken
 		w.mu.Unlock()
-		if broken {
+		if err != nil { // part of the frame went out: the stream is unusable
+			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
+		}
+		if !waitTurn(prev, deadline) {
+			abandoned = true
+			go w.drop(prev, done, budget, after)
+			return outcome{err: fmt.Errorf("waiting behind another request in worker %d: %w", w.id, backend.ErrTimeout), abandoned: true}
+		}
+		if w.broken.Load() {
+			if w.mayHaveStarted == prev {
+				// The worker had answered the request ahead and may have begun this one.
+				return outcome{err: fmt.Errorf("worker %d was replaced while it may have been running this request: %w", w.id, backend.ErrWorkerCrashed), fatal: true}
+			}
 			return outcome{err: errNotStarted}
 		}
 		w.conn.SetReadDeadline(deadline)
@@ -219,6 +245,9 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	}
 	kind, payload, err := readFrame(w.r)
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && w.answerArrived() {
+			w.mayHaveStarted = done // run() finished as time ran out; the next request may have begun
+		}
 		return outcome{err: w.transportError(err), fatal: true}
 	}
 	o.service = time.Since(start)
@@ -226,7 +255,7 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	case kindJSON:
 		o.res = &backend.Result{Body: payload}
 	case kindRaw:
-		o.res, o.err, o.fatal = decodeRaw(payload)
+		o.res, o.err = decodeRaw(payload)
 	case kindRaised:
 		var pe pyError
 		if err := json.Unmarshal(payload, &pe); err != nil {
@@ -239,7 +268,60 @@ func (w *worker) call(deadline time.Time, req *backend.Request, rawHTTP bool, po
 	default:
 		o.err, o.fatal = fmt.Errorf("worker %d: unexpected frame %q", w.id, kind), true
 	}
+	if o.fatal {
+		w.mayHaveStarted = done // the answer was read whole, so the worker went on to the next request
+	}
 	return o
+}
+
+// waitTurn waits until prev is closed (the answers ahead have been read) or the deadline passes.
+func waitTurn(prev chan struct{}, deadline time.Time) bool {
+	select {
+	case <-prev:
+		return true
+	default:
+	}
+	if deadline.IsZero() {
+		<-prev
+		return true
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-prev:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// drop takes the turn of a request whose caller gave up while it waited behind another: it reads
+// and discards the answer, allowing run() the budget the request had when it was sent, then passes
+// the turn on and calls after.
+func (w *worker) drop(prev, done chan struct{}, budget time.Duration, after func(fatal bool)) {
+	<-prev
+	fatal := false
+	if !w.broken.Load() { // else the request never started, or the worker is being replaced anyway
+		w.conn.SetReadDeadline(time.Now().Add(budget))
+		if _, _, err := readFrame(w.r); err != nil {
+			fatal = true
+			w.broken.Store(true)
+		} else {
+			w.conn.SetReadDeadline(time.Time{})
+		}
+	}
+	close(done)
+	after(fatal)
+}
+
+// answerArrived reports whether the worker has sent anything not yet read.
+func (w *worker) answerArrived() bool {
+	if w.r.Buffered() > 0 {
+		return true
+	}
+	arrived := false
+	w.raw.Control(func(fd uintptr) { arrived = pollReadable(int(fd), 0) })
+	return arrived
 }
 
 func isClosed(c chan struct{}) bool {
@@ -251,46 +333,50 @@ func isClosed(c chan struct{}) bool {
 	}
 }
 
-// shrink drops a huge request's buffer, so it is not pinned for the worker's lifetime; w.mu held.
-func (w *worker) shrink() {
-	if cap(w.wbuf) > 1<<20 {
-		w.wbuf = nil
+// encodeRequest appends the frame for req to dst; Pool.Score encodes once, and call sets the
+// frame's poll flag.
+func encodeRequest(dst []byte, req *backend.Request, rawHTTP bool) []byte {
+	if rawHTTP {
+		meta, _ := json.Marshal(map[string]any{"method": req.Method, "path": req.Path, "query": req.Query, "headers": req.Header})
+		var ml [4]byte
+		binary.BigEndian.PutUint32(ml[:], uint32(len(meta)))
+		return appendFrame(dst, kindHTTP, ml[:], meta, req.Body)
 	}
+	return appendFrame(dst, kindRun, req.Body)
 }
 
-// directWriteMax bounds the frames sent by send's fast path; far below a socket buffer, so the write completes.
+// directWriteMax bounds the frames sent by send's fast path and the frames queued behind another
+// request; far below a socket buffer, so such a write completes at once.
 const directWriteMax = 32 << 10
 
-// send writes w.wbuf, unlocks w.mu once the whole frame is out (frames of requests queued behind
+// send writes frame, unlocks w.mu once the whole frame is out (frames of requests queued behind
 // this one must not interleave with it), and returns once the reply is (probably) readable, with
-// how many bytes of the frame it wrote. For small frames it writes from inside a read-readiness wait:
-// the readiness flag is reset before the request goes out, so the reply's arrival cannot be
+// how many bytes of the frame it wrote. For small frames it writes from inside a read-readiness
+// wait: the readiness flag is reset before the request goes out, so the reply's arrival cannot be
 // missed, and the read that would only return EAGAIN is saved (system calls are the largest
 // per-request cost here).
 //
 // With poll > 0 it then polls for the reply for up to poll before sleeping, without giving up the
 // goroutine's thread: waking a sleeping thread costs more than a short run() on a virtual machine.
-func (w *worker) send(poll time.Duration, o *outcome) (wrote int, err error) {
-	total := len(w.wbuf) // w.wbuf belongs to the next writer once w.mu is unlocked
+func (w *worker) send(frame []byte, poll time.Duration, o *outcome) (wrote int, err error) {
 	locked := true
 	unlock := func() {
 		if locked {
-			w.shrink()
 			w.mu.Unlock()
 			locked = false
 		}
 	}
 	defer unlock()
-	if len(w.wbuf) > directWriteMax || w.r.Buffered() > 0 {
-		return w.rw.Write(w.wbuf)
+	if len(frame) > directWriteMax || w.r.Buffered() > 0 {
+		return w.rw.Write(frame)
 	}
 	written := 0
 	var werr error
 	err = w.raw.Read(func(fd uintptr) bool {
 		if written == 0 && werr == nil {
-			r, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.wbuf[0])), uintptr(len(w.wbuf)))
+			r, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&frame[0])), uintptr(len(frame)))
 			n := int(r)
-			if errno != 0 || n < len(w.wbuf) {
+			if errno != 0 || n < len(frame) {
 				if errno != 0 {
 					n, werr = 0, errno
 				}
@@ -312,13 +398,13 @@ func (w *worker) send(poll time.Duration, o *outcome) (wrote int, err error) {
 		if locked {
 			return written, err // the deadline had passed before the write
 		}
-		return total, err // the deadline passed while run() was working
+		return len(frame), err // the deadline passed while run() was working
 	}
 	if locked {
-		n, err := w.rw.Write(w.wbuf[written:])
+		n, err := w.rw.Write(frame[written:])
 		return written + n, err
 	}
-	return total, nil
+	return len(frame), nil
 }
 
 // pollReadable reports whether fd has data to read within d, checking without blocking and yielding
@@ -347,13 +433,18 @@ func pollFlag(poll time.Duration) byte {
 	return 0
 }
 
-func decodeRaw(payload []byte) (*backend.Result, error, bool) {
+// decodeRaw decodes an AMLResponse frame. A malformed one was still read whole, so the worker
+// stays usable; the request fails with 502.
+func decodeRaw(payload []byte) (*backend.Result, error) {
+	bad := func(why string) error {
+		return &backend.ModelError{Type: "AMLResponse", Message: "the entry script returned an AMLResponse mlship cannot send: " + why}
+	}
 	if len(payload) < 4 {
-		return nil, errors.New("malformed AMLResponse frame"), true
+		return nil, bad("truncated")
 	}
 	n := binary.BigEndian.Uint32(payload)
 	if uint64(n)+4 > uint64(len(payload)) {
-		return nil, errors.New("malformed AMLResponse frame"), true
+		return nil, bad("truncated")
 	}
 	var meta struct {
 		Status      int               `json:"status"`
@@ -361,7 +452,7 @@ func decodeRaw(payload []byte) (*backend.Result, error, bool) {
 		ContentType string            `json:"content_type"`
 	}
 	if err := json.Unmarshal(payload[4:4+n], &meta); err != nil {
-		return nil, fmt.Errorf("malformed AMLResponse frame: %w", err), true
+		return nil, bad(err.Error())
 	}
 	res := &backend.Result{Status: meta.Status, ContentType: meta.ContentType, Body: payload[4+n:]}
 	if len(meta.Headers) > 0 {
@@ -370,7 +461,7 @@ func decodeRaw(payload []byte) (*backend.Result, error, bool) {
 			res.Header.Set(k, v)
 		}
 	}
-	return res, nil, false
+	return res, nil
 }
 
 func (w *worker) transportError(err error) error {

@@ -21,8 +21,10 @@ class AMLResponse:
         return self.data.decode() if as_text else self.data
 
     def _mlship_encode(self):
+        # Header values become strings, as Flask's response headers make them.
+        headers = {str(k): str(v) for k, v in self.headers.items()}
         return self.data, {
             "status": self.status_code,
-            "headers": self.headers,
-            "content_type": self.headers.pop("Content-Type", self.mimetype),
+            "headers": headers,
+            "content_type": headers.pop("Content-Type", self.mimetype),
         }
