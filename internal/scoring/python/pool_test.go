@@ -879,37 +879,47 @@ func rawRequest(headers map[string]string) *backend.Request {
 	return &backend.Request{Method: "POST", Path: "/score", Body: []byte("x"), Header: h}
 }
 
+// rawPipelinePool starts one worker running testdata/rawhttp_pipeline.py that may hold depth
+// requests, warmed up and with its run() average reset (see pipelinePool).
+func rawPipelinePool(t *testing.T, depth int) *Pool {
+	t.Helper()
+	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "rawhttp_pipeline.py"), Workers: 1, Pipeline: depth})
+	if _, err := p.Score(context.Background(), rawRequest(nil)); err != nil {
+		t.Fatal(err)
+	}
+	p.service.Store(0)
+	return p
+}
+
+type rawAnswer struct {
+	r   *backend.Result
+	err error
+	d   time.Duration
+}
+
+func scoreRawAsync(p *Pool, req *backend.Request, timeout time.Duration) <-chan rawAnswer {
+	c := make(chan rawAnswer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		start := time.Now()
+		r, err := p.Score(ctx, req)
+		c <- rawAnswer{r, err, time.Since(start)}
+	}()
+	return c
+}
+
 // For @rawhttp scripts the frame carries the headers too: a request with 1 MiB of headers is not
 // queued behind another (its write could block), so an answer larger than the socket buffer
 // ahead of it is read without delay.
 func TestPoolRawHTTPLargeFramesAreNotPipelined(t *testing.T) {
 	t.Parallel()
-	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "rawhttp_pipeline.py"), Workers: 1, Pipeline: 3})
-	if _, err := p.Score(context.Background(), rawRequest(nil)); err != nil {
-		t.Fatal(err)
-	}
-	p.service.Store(0)
-	type res struct {
-		r   *backend.Result
-		err error
-		d   time.Duration
-	}
-	run := func(req *backend.Request, timeout time.Duration) <-chan res {
-		c := make(chan res, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			start := time.Now()
-			r, err := p.Score(ctx, req)
-			c <- res{r, err, time.Since(start)}
-		}()
-		return c
-	}
-	a := run(rawRequest(map[string]string{"X-Sleep": "0.3"}), 20*time.Second)
+	p := rawPipelinePool(t, 3)
+	a := scoreRawAsync(p, rawRequest(map[string]string{"X-Sleep": "0.3"}), 20*time.Second)
 	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 })
-	b := run(rawRequest(map[string]string{"X-Big": "4000000"}), 20*time.Second)
+	b := scoreRawAsync(p, rawRequest(map[string]string{"X-Big": "4000000"}), 20*time.Second)
 	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 2 })
-	c := run(rawRequest(map[string]string{"X-Pad": strings.Repeat("p", 1<<20)}), 10*time.Second)
+	c := scoreRawAsync(p, rawRequest(map[string]string{"X-Pad": strings.Repeat("p", 1<<20)}), 10*time.Second)
 	ra, rb, rc := <-a, <-b, <-c
 	if ra.err != nil || rc.err != nil {
 		t.Fatalf("a: %v; c: %v", ra.err, rc.err)
@@ -926,28 +936,10 @@ func TestPoolRawHTTPLargeFramesAreNotPipelined(t *testing.T) {
 // string), and the request queued behind it runs exactly once.
 func TestPoolAMLResponseHeaderValuesAndQueuedRequestRunsOnce(t *testing.T) {
 	t.Parallel()
-	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "rawhttp_pipeline.py"), Workers: 1, Pipeline: 2})
-	if _, err := p.Score(context.Background(), rawRequest(nil)); err != nil {
-		t.Fatal(err)
-	}
-	p.service.Store(0)
-	type res struct {
-		r   *backend.Result
-		err error
-	}
-	run := func(req *backend.Request) <-chan res {
-		c := make(chan res, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			r, err := p.Score(ctx, req)
-			c <- res{r, err}
-		}()
-		return c
-	}
-	a := run(rawRequest(map[string]string{"X-Sleep": "0.3", "X-Int-Header": "1"}))
+	p := rawPipelinePool(t, 2)
+	a := scoreRawAsync(p, rawRequest(map[string]string{"X-Sleep": "0.3", "X-Int-Header": "1"}), 20*time.Second)
 	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 })
-	b := run(rawRequest(map[string]string{"X-Log": "b", "X-Sleep": "0.2"}))
+	b := scoreRawAsync(p, rawRequest(map[string]string{"X-Log": "b", "X-Sleep": "0.2"}), 20*time.Second)
 	ra, rb := <-a, <-b
 	if ra.err != nil || ra.r.Header.Get("X-Count") != "5" {
 		t.Fatalf("a: %v, headers %v; want X-Count: 5", ra.err, ra.r)
