@@ -520,6 +520,9 @@ func (s *sched) cancel(wt *waiter) {
 	s.mu.Lock()
 	if i := slices.Index(s.waiters, wt); i >= 0 {
 		s.waiters = slices.Delete(s.waiters, i, i+1)
+		if i == 0 {
+			s.dispatch() // the waiters behind it may fit where it did not
+		}
 		s.mu.Unlock()
 		return
 	}

@@ -788,6 +788,26 @@ func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
 	}
 }
 
+// When the waiter first in line, which needs an idle worker, leaves, the waiters behind it get the
+// room it was holding them back from.
+func TestSchedCancelledHeadLetsTheNextIn(t *testing.T) {
+	s := &sched{depth: 2}
+	w := &worker{id: 1}
+	s.add(w)
+	if got, _ := s.take(false); got != w {
+		t.Fatal("no idle worker")
+	}
+	_, x := s.take(false) // needs an idle worker: waits first in line
+	_, y := s.take(true)  // fits behind the running request, but must not overtake x
+	s.cancel(x)
+	select {
+	case got := <-y.c:
+		s.release(got)
+	default:
+		t.Fatalf("after the head waiter left, the one behind it was not let in (held %d < depth %d)", w.held, s.depth)
+	}
+}
+
 // A request that needs an idle worker (a body over directWriteMax) is served amid small requests
 // that keep the only worker's pipeline full. Whether it is served depends on timing; the order
 // that guarantees it is pinned by TestSchedHandsFreedPlacesToWaitersInOrder.

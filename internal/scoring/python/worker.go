@@ -167,6 +167,9 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 func (w *worker) call(frame []byte, deadline time.Time, poll time.Duration, after func(fatal bool)) (o outcome) {
 	kind := frame[4] &^ pollBit
 	w.mu.Lock()
+	// Observed before broken: a call that fails stores broken before it closes its done, so a
+	// closed predecessor seen here guarantees its broken is seen below.
+	first := w.last == nil || isClosed(w.last)
 	if w.broken.Load() {
 		w.mu.Unlock()
 		return outcome{err: errNotStarted}
@@ -188,7 +191,6 @@ func (w *worker) call(frame []byte, deadline time.Time, poll time.Duration, afte
 		}
 		close(done)
 	}()
-	first := prev == nil || isClosed(prev)
 	if !first {
 		poll = 0 // only a lone request polls
 	}
@@ -209,6 +211,9 @@ func (w *worker) call(frame []byte, deadline time.Time, poll time.Duration, afte
 		case wrote < len(frame):
 			return outcome{err: fmt.Errorf("%w: %w", errNotStarted, w.transportError(err)), fatal: true}
 		default:
+			if errors.Is(err, os.ErrDeadlineExceeded) && w.answerArrived() {
+				w.mayHaveStarted = done // run() finished as time ran out; the next request may have begun
+			}
 			return outcome{err: w.transportError(err), fatal: true}
 		}
 	} else {
@@ -304,6 +309,9 @@ func (w *worker) drop(prev, done chan struct{}, budget time.Duration, after func
 	if !w.broken.Load() { // else the request never started, or the worker is being replaced anyway
 		w.conn.SetReadDeadline(time.Now().Add(budget))
 		if _, _, err := readFrame(w.r); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && w.answerArrived() {
+				w.mayHaveStarted = done // see call
+			}
 			fatal = true
 			w.broken.Store(true)
 		} else {
