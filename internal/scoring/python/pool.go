@@ -262,17 +262,23 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
 			poll = p.poll
 		}
+		// done gives the request's place in w back, replacing w first if it cannot be used again.
+		done := func(replace bool) {
+			if replace {
+				p.replace(w) // only the first of several calls queued in w does anything
+			}
+			p.sched.release(w)
+		}
 		o := w.call(frame, deadline, poll, func(fatal bool) {
 			if fatal {
 				p.logger.Warn("run() of a request abandoned at its deadline did not finish in time; replacing the worker", "worker", w.id)
-				p.replace(w)
 			}
-			p.sched.release(w)
+			done(fatal)
 		})
 		if o.abandoned {
 			return nil, o.err // its place in w is released once the worker has answered it
 		}
-		if poll > 0 && o.polled {
+		if o.polled {
 			if o.missed {
 				p.pollMisses.Add(1)
 			} else {
@@ -292,17 +298,14 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 			default:
 				p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", o.err)
 			}
-			p.replace(w)
 		}
-		if errors.Is(o.err, errNotStarted) {
-			// The worker failed before this request's turn came: another worker runs it. The call
-			// that failed replaces it too; removing it here as well keeps it from being taken
-			// again in the meantime.
-			p.replace(w)
-			p.sched.release(w)
+		// A worker that failed before this request's turn came is removed here too, so it is not
+		// taken again before the call that failed replaces it; another worker runs the request.
+		notStarted := errors.Is(o.err, errNotStarted)
+		done(o.fatal || notStarted)
+		if notStarted {
 			continue
 		}
-		p.sched.release(w)
 		if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
 			p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
 		}
