@@ -722,12 +722,7 @@ func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
 // is first in line, later ones wait behind it and the busy worker drains for it; a cancelled
 // waiter's worker is not lost.
 func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
-	s := &sched{depth: 2}
-	w1 := &worker{id: 1}
-	s.add(w1)
-	if w, _ := s.take(true); w != w1 {
-		t.Fatal("first take")
-	}
+	s, w1 := busySched(t, true)
 	if w, _ := s.take(true); w != w1 {
 		t.Fatal("second take should pipeline")
 	}
@@ -735,14 +730,6 @@ func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
 	_, b := s.take(true)
 	if a == nil || b == nil {
 		t.Fatal("a full worker must make callers wait")
-	}
-	received := func(wt *waiter) *worker {
-		select {
-		case w := <-wt.c:
-			return w
-		default:
-			return nil
-		}
 	}
 	s.release(w1)
 	if received(a) != w1 || received(b) != nil {
@@ -791,20 +778,36 @@ func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
 // When the waiter first in line, which needs an idle worker, leaves, the waiters behind it get the
 // room it was holding them back from.
 func TestSchedCancelledHeadLetsTheNextIn(t *testing.T) {
-	s := &sched{depth: 2}
-	w := &worker{id: 1}
-	s.add(w)
-	if got, _ := s.take(false); got != w {
-		t.Fatal("no idle worker")
-	}
+	s, w := busySched(t, false)
 	_, x := s.take(false) // needs an idle worker: waits first in line
 	_, y := s.take(true)  // fits behind the running request, but must not overtake x
 	s.cancel(x)
-	select {
-	case got := <-y.c:
-		s.release(got)
-	default:
+	got := received(y)
+	if got == nil {
 		t.Fatalf("after the head waiter left, the one behind it was not let in (held %d < depth %d)", w.held, s.depth)
+	}
+	s.release(got)
+}
+
+// busySched is a scheduler of depth 2 with one worker, already holding one request taken with pipeline.
+func busySched(t *testing.T, pipeline bool) (*sched, *worker) {
+	t.Helper()
+	s := &sched{depth: 2}
+	w := &worker{id: 1}
+	s.add(w)
+	if got, _ := s.take(pipeline); got != w {
+		t.Fatal("the idle worker was not handed out")
+	}
+	return s, w
+}
+
+// received is the worker handed to wt, or nil if none was yet.
+func received(wt *waiter) *worker {
+	select {
+	case w := <-wt.c:
+		return w
+	default:
+		return nil
 	}
 }
 
