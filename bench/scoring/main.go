@@ -47,6 +47,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "bare" {
 		os.Exit(bare())
 	}
+	if len(os.Args) > 1 && os.Args[1] == "load" {
+		os.Exit(loadOnly(os.Args[2:]))
+	}
 	var o options
 	var conc, only string
 	flag.IntVar(&o.n, "n", 10000, "measured requests per run")
@@ -92,6 +95,26 @@ func replica(args []string) int {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		return 1
 	}
+	return 0
+}
+
+// loadOnly drives a server already running with this benchmark's load generator, for A/B runs of
+// two builds (wrk, with its own threads, does not reproduce every difference the benchmark shows):
+//
+//	go run ./bench/scoring load -addr 127.0.0.1:5001 -c 1 -n 20000 -body '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
+func loadOnly(args []string) int {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:5001", "server address (loopback)")
+	path := fs.String("path", "/score", "request path")
+	body := fs.String("body", `{"data": [[5.1, 3.5, 1.4, 0.2]]}`, "POST body")
+	c := fs.Int("c", 1, "concurrent clients")
+	n := fs.Int("n", 20000, "measured requests (after 2000 unmeasured)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	load(*addr, *path, []byte(*body), *c, 2000)
+	r := load(*addr, *path, []byte(*body), *c, *n)
+	fmt.Printf("c=%d %.0f req/s p50 %.0f µs p99 %.0f µs codes %v errors %d\n", *c, r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors)
 	return 0
 }
 
@@ -150,7 +173,7 @@ func run(o options) error {
 	var scenarios []scenario
 	if o.only["stdlib"] {
 		scenarios = append(scenarios, scenario{name: "stdlib", modelDir: filepath.Join(ex, "stdlib", "model"), sourceDir: filepath.Join(ex, "stdlib"), script: "score.py",
-			body: `{"data": [[1.0, 2.0, 3.0]]}`, baseline: true, maxConcurrent: 2 * o.workers})
+			body: `{"data": [[1.0, 2.0, 3.0]]}`, baseline: true, maxConcurrent: 16 * o.workers})
 	}
 	if o.only["sklearn"] {
 		modelDir := filepath.Join(tmp, "sklearn-model")
@@ -158,7 +181,7 @@ func run(o options) error {
 			return fmt.Errorf("train the sklearn example: %w\n%s", err, out)
 		}
 		scenarios = append(scenarios, scenario{name: "sklearn", modelDir: modelDir, sourceDir: filepath.Join(ex, "sklearn"), script: "score.py",
-			body: `{"data": [[5.1, 3.5, 1.4, 0.2]]}`, baseline: true, maxConcurrent: 2 * o.workers})
+			body: `{"data": [[5.1, 3.5, 1.4, 0.2]]}`, baseline: true, maxConcurrent: 16 * o.workers})
 	}
 	if o.only["onnx"] {
 		scenarios = append(scenarios, scenario{name: "onnx", modelDir: filepath.Join(ex, "onnx", "model"),

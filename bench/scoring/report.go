@@ -29,8 +29,8 @@ func writeReport(o options, reports []report) error {
 	fmt.Fprintf(&b, "Load average (1/5/15 min) before: %s; after: %s. Other work on the machine competes for the same cores, so compare the two servers within a row, not across runs.\n\n", o.loadBefore, loadAvg())
 	fmt.Fprintf(&b, "Closed loop over loopback: C clients with keep-alive connections (gunicorn's sync workers close after each response, so its clients reconnect, as they do against Azure ML's server). "+
 		"%d warm-up requests, then %d rounds of %d measured requests per server, alternating between the servers; each cell is the median round by throughput. Both servers run %d Python workers with BLAS/OpenMP threads pinned to 1; "+
-		"mlship runs with --max-concurrent-requests %d (twice the worker count, so with the default --worker-pipeline 2 each busy worker has the next request waiting in its socket) and --max-queue-wait-ms 60000 so no request is shed; gunicorn queues without limit in its listen backlog. "+
-		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.rounds, o.n, o.workers, 2*o.workers)
+		"mlship runs with --max-concurrent-requests %d (16 per worker: requests wait in the workers' shared queue, first come first served, rather than for admission) and --max-queue-wait-ms 60000 so no request is shed; gunicorn queues without limit in its listen backlog. "+
+		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.rounds, o.n, o.workers, 16*o.workers)
 	for _, r := range reports {
 		sc := r.scenario
 		fmt.Fprintf(&b, "## %s\n\n", sc.name)

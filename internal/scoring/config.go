@@ -15,12 +15,9 @@ const (
 	DefaultMaxQueueWait          = 500 * time.Millisecond
 	DefaultScoringTimeout        = 60 * time.Second
 	MaxScoringTimeout            = 300 * time.Second
-	// MaxWorkerPipeline bounds how many requests may wait in one Python worker: one behind the
-	// running one already spares the worker its sleep, and more only add head-of-line waiting.
-	MaxWorkerPipeline   = 4
-	DefaultMaxBodyBytes = 100 << 20
-	DefaultInitTimeout  = 5 * time.Minute
-	DefaultAddr         = "127.0.0.1:0"
+	DefaultMaxBodyBytes          = 100 << 20
+	DefaultInitTimeout           = 5 * time.Minute
+	DefaultAddr                  = "127.0.0.1:0"
 )
 
 // ErrInvalidConfig wraps every configuration mistake.
@@ -43,14 +40,11 @@ type Config struct {
 
 	Python    string   // interpreter for entry scripts; /usr/bin/python3 if empty
 	PythonEnv []string // extra KEY=VALUE for Python workers
-	// WorkerPollMicros: while one worker is busy and a core is free, it and the replica poll for
-	// each other this long instead of sleeping (see python.Config.PollMicros); 0 never polls.
+	// WorkerPollMicros: after answering a lone request, a worker polls for the next one this long
+	// instead of sleeping (see python.Config.PollMicros); 0 never polls.
 	WorkerPollMicros int
-	// WorkerPipeline: how many requests one Python worker may hold at once, the one it runs and
-	// those sent behind it (see python.Config.Pipeline); 0 or 1 never pipelines.
-	WorkerPipeline int
-	ONNXRuntimeLib string // libonnxruntime.so; $ONNXRUNTIME_LIB or the setup script's cache if empty
-	ONNXThreads    int    // intra-op threads per ONNX run; 1 if 0
+	ONNXRuntimeLib   string // libonnxruntime.so; $ONNXRUNTIME_LIB or the setup script's cache if empty
+	ONNXThreads      int    // intra-op threads per ONNX run; 1 if 0
 
 	Addr string // listen address; 127.0.0.1:0 picks a free port on loopback
 }
@@ -110,9 +104,6 @@ func (c Config) Validate() error {
 	}
 	if c.InitTimeout < 0 {
 		bad("init timeout must not be negative")
-	}
-	if c.WorkerPipeline < 0 || c.WorkerPipeline > MaxWorkerPipeline {
-		bad("worker pipeline depth must be between 1 and %d, got %d", MaxWorkerPipeline, c.WorkerPipeline)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -472,8 +472,6 @@ func TestConfigErrors(t *testing.T) {
 		{Config{}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir(), ScoringTimeout: 301 * time.Second}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir(), MaxConcurrentRequests: -1}, ErrInvalidConfig},
-		{Config{ModelDir: t.TempDir(), WorkerPipeline: -1}, ErrInvalidConfig},
-		{Config{ModelDir: t.TempDir(), WorkerPipeline: MaxWorkerPipeline + 1}, ErrInvalidConfig},
 		{Config{ModelDir: t.TempDir()}, ErrNoModel},
 	} {
 		if _, err := New(tc.cfg, nil); !errors.Is(err, tc.want) {
@@ -497,7 +495,7 @@ func TestSoak(t *testing.T) {
 		t.Skip("10-second soak; runs without -short")
 	}
 	baseline := runtime.NumGoroutine()
-	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 4, WorkerPipeline: 2, MaxQueueWait: 200 * time.Millisecond, ScoringTimeout: 2 * time.Second})
+	r := faultsReplica(t, Config{Workers: 2, MaxConcurrentRequests: 4, MaxQueueWait: 200 * time.Millisecond, ScoringTimeout: 2 * time.Second})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}, Timeout: 30 * time.Second}
 	var (
 		mu     sync.Mutex

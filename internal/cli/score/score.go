@@ -34,7 +34,6 @@ type Options struct {
 	Port                             int
 	Workers                          int
 	WorkerPollMicros                 int
-	WorkerPipeline                   int
 	MaxConcurrentRequests            int
 	MaxQueueWaitMs                   int
 	ScoringTimeoutMs                 int
@@ -91,8 +90,7 @@ Once ready, one line '` + ReadyPrefix + `HOST:PORT' is printed on stderr.
 	fl.IntVar(&opts.ScoringTimeoutMs, "scoring-timeout-ms", int(scoring.DefaultScoringTimeout.Milliseconds()), "how long run() may take before 504 (scoringTimeoutMs, at most 300000)")
 	fl.DurationVar(&opts.InitTimeout, "init-timeout", scoring.DefaultInitTimeout, "how long loading the model (every worker's init()) may take")
 	fl.Int64Var(&opts.MaxBodyBytes, "max-body-bytes", scoring.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
-	fl.IntVar(&opts.WorkerPollMicros, "worker-poll-us", 200, "while one Python worker is busy and a core is free, it and the replica poll for each other this many µs instead of sleeping; 0 never polls")
-	fl.IntVar(&opts.WorkerPipeline, "worker-pipeline", 2, "requests one Python worker may hold at once when more are admitted (--max-concurrent-requests) than there are workers: the next one waits in its socket, so the worker does not sleep between them; only while run() averages under 1 ms; 1 never pipelines")
+	fl.IntVar(&opts.WorkerPollMicros, "worker-poll-us", 200, "after answering a lone request, a Python worker polls for the next one this many µs instead of sleeping; 0 never polls")
 	fl.StringVar(&opts.Python, "python", "/usr/bin/python3", "Python interpreter for entry scripts")
 	fl.StringVar(&opts.ONNXRuntimeLib, "onnxruntime-lib", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else the cache of scripts/setup-onnxruntime.sh)")
 	fl.IntVar(&opts.ONNXThreads, "onnx-threads", 1, "ONNX Runtime intra-op threads per request")
@@ -135,7 +133,6 @@ func (o *Options) config() (scoring.Config, error) {
 		MaxBodyBytes:          o.MaxBodyBytes,
 		Python:                o.Python,
 		WorkerPollMicros:      o.WorkerPollMicros,
-		WorkerPipeline:        o.WorkerPipeline,
 		ONNXRuntimeLib:        o.ONNXRuntimeLib,
 		ONNXThreads:           o.ONNXThreads,
 		Addr:                  net.JoinHostPort(o.Host, strconv.Itoa(o.Port)),

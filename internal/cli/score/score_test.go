@@ -132,7 +132,6 @@ func TestScoreUsageErrors(t *testing.T) {
 		{"--model-dir", ".", "--workers", "0"},
 		{"--model-dir", ".", "--scoring-timeout-ms", "300001"},
 		{"--model-dir", ".", "--port", "70000"},
-		{"--model-dir", ".", "--worker-pipeline", "5"},
 	} {
 		_, done := run(context.Background(), args...)
 		err := <-done
@@ -167,9 +166,6 @@ func TestFlagsToConfig(t *testing.T) {
 		cfg, err := got.config()
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
-		}
-		if cfg.WorkerPipeline != 2 {
-			t.Errorf("%v: worker pipeline %d, want the default 2", tc.args, cfg.WorkerPipeline)
 		}
 		if cfg.MaxConcurrentRequests != tc.mcr || cfg.Workers != tc.workers || cfg.MaxQueueWait != tc.queueWait || cfg.Addr != tc.addr || cfg.ScoringTimeout.String() != tc.timeout {
 			t.Errorf("%v: config %+v", tc.args, cfg)

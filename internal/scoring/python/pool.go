@@ -3,18 +3,23 @@ package python
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
@@ -33,13 +38,10 @@ type Config struct {
 	ModelDir    string        // exported as AZUREML_MODEL_DIR
 	Workers     int           // processes; 1 if < 1
 	InitTimeout time.Duration // bound on one worker's init(); 5 minutes if 0
-	PollMicros  int           // how long a lone busy worker and the replica poll for each other instead of sleeping; 0 never
-	// Pipeline is how many requests one worker may hold at once: the one it runs and those already
-	// sent behind it, so it finds the next one waiting instead of sleeping. 1 (or less) never pipelines.
-	Pipeline  int
-	Env       []string // extra KEY=VALUE entries for the workers
-	ModelName string
-	Version   string
+	PollMicros  int           // how long a worker polls for the next request after answering a lone one; 0 never
+	Env         []string      // extra KEY=VALUE entries for the workers
+	ModelName   string
+	Version     string
 }
 
 // threadVars are pinned to 1 per worker unless set, because N workers each spawning a thread per
@@ -47,6 +49,17 @@ type Config struct {
 var threadVars = []string{"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"}
 
 // Pool is a backend.Backend running the entry script in Workers processes.
+//
+// Requests go into one queue all workers take from (a SOCK_SEQPACKET socket: the kernel gives each
+// message to exactly one reader), so a request waits for the first free worker, never behind a
+// busy one, and a worker that finishes finds the next request waiting instead of sleeping until
+// the replica picks one for it. Each worker records the id of the request it runs in a slot of
+// shared memory; when a worker dies or overruns the scoring timeout, that slot says which request
+// it took with it, and every request still queued is simply taken by another worker.
+//
+// Idle workers sleep on their own sockets, not in the queue, so that the replica, not the kernel,
+// picks which one wakes: the most recently used, whose caches are warm, and only when no busy or
+// polling worker will take the request first (see wake).
 type Pool struct {
 	cfg    Config
 	logger *slog.Logger
@@ -54,25 +67,30 @@ type Pool struct {
 	dir    string // shim directory
 	script string
 
-	sched sched
-	// service is a moving average of run() times as seen from here (ns): pipelining is used only
-	// while it is below pipelineBelow, because a request queued behind a long run() in one worker
-	// may wait longer than it would for any worker.
-	service atomic.Int64
-	poll    time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
-	// pollMisses counts lone requests in a row whose answer took longer than the poll budget (a
-	// slow model, or the worker sharing this core): from missesBeforePause on, only every
-	// pollProbeEvery-th lone request polls, so such a replica does not burn a core for nothing.
-	pollMisses atomic.Int32
-	lone       atomic.Uint32
+	queue      int      // the replica's end of the shared queue (non-blocking)
+	queueChild *os.File // the workers' end
+	slots      *slots
+	workers    []atomic.Pointer[worker] // by slot; nil while a worker is being replaced
+	nextID     atomic.Uint64
+	pendMu     sync.Mutex
+	pending    map[uint64]chan outcome // requests sent and not yet answered
+	inflight   atomic.Int32            // len(pending)
+
+	poll time.Duration // Config.PollMicros; 0 on a single core, where polling only delays the other side
 
 	closed   chan struct{}
 	closeMu  sync.Mutex
 	isClosed bool
-	live     map[*worker]struct{}
 	spawns   sync.WaitGroup
 	restarts atomic.Uint64
 	meta     backend.Metadata
+}
+
+// outcome is how one request went.
+type outcome struct {
+	res   *backend.Result
+	err   error
+	fatal bool // the worker's stream is unusable (only from parse)
 }
 
 // New checks cfg and prepares a pool; Start launches the workers.
@@ -86,7 +104,6 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = 5 * time.Minute
 	}
-	cfg.Pipeline = max(cfg.Pipeline, 1)
 	script, err := filepath.Abs(cfg.EntryScript)
 	if err != nil {
 		return nil, fmt.Errorf("entry script: %w", err)
@@ -115,11 +132,11 @@ func New(cfg Config, logger *slog.Logger) (*Pool, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{
-		cfg:    cfg,
-		logger: logger,
-		sched:  sched{depth: cfg.Pipeline},
-		closed: make(chan struct{}),
-		live:   map[*worker]struct{}{},
+		cfg:     cfg,
+		logger:  logger,
+		closed:  make(chan struct{}),
+		workers: make([]atomic.Pointer[worker], cfg.Workers),
+		pending: map[uint64]chan outcome{},
 	}
 	if runtime.NumCPU() > 1 {
 		p.poll = time.Duration(cfg.PollMicros) * time.Microsecond
@@ -149,6 +166,7 @@ func (p *Pool) buildEnv() []string {
 		"MLSHIP_SOURCE_DIR="+p.cfg.SourceDir,
 		"PYTHONUNBUFFERED=1", // print() lines reach the log as they happen
 		"MLSHIP_WORKER_POLL_US="+strconv.Itoa(int(p.poll.Microseconds())),
+		"MLSHIP_WORKERS="+strconv.Itoa(p.cfg.Workers),
 	)
 	return append(env, p.cfg.Env...)
 }
@@ -161,6 +179,10 @@ func (p *Pool) Start(ctx context.Context) error {
 		return err
 	}
 	p.dir, p.script = dir, script
+	if err := p.openQueue(); err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
 	workers := make([]*worker, p.cfg.Workers)
 	errs := make([]error, p.cfg.Workers)
 	ictx, cancel := context.WithCancel(ctx)
@@ -183,14 +205,13 @@ func (p *Pool) Start(ctx context.Context) error {
 				w.kill()
 			}
 		}
+		p.closeQueue()
+		os.RemoveAll(dir)
 		return err
 	}
-	p.closeMu.Lock()
 	for _, w := range workers {
-		p.live[w] = struct{}{}
-		p.sched.add(w)
+		p.serve(w)
 	}
-	p.closeMu.Unlock()
 	info := workers[0].info
 	p.meta.RawHTTP = info.RawHTTP
 	p.meta.InputSchema = nonNull(info.Schema.Input)
@@ -237,129 +258,278 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 		}
 		return nil, err
 	}
-	deadline, _ := ctx.Deadline()
-	buf := framePool.Get().(*[]byte)
-	frame := encodeRequest((*buf)[:0], req, p.meta.RawHTTP)
-	defer func() {
-		if cap(frame) <= 1<<20 { // do not keep one huge request's buffer
-			*buf = frame
-			framePool.Put(buf)
-		}
-	}()
-	for {
-		// A request may wait in a busy worker's socket only while run() is short (then the worker
-		// finds it there instead of sleeping and being woken) and only if its frame is small, so
-		// writing it never blocks.
-		pipeline := p.cfg.Pipeline > 1 && p.service.Load() < int64(pipelineBelow) && len(frame) <= directWriteMax
-		w, err := p.acquire(ctx, pipeline)
+	deadline, hasDeadline := ctx.Deadline()
+	var mono int64 // the deadline on CLOCK_MONOTONIC, which the worker reads too; 0 for none
+	if hasDeadline {
+		mono = monotonic() + int64(time.Until(deadline))
+	}
+	// After a lone request the worker polls the queue for the next one instead of sleeping: waking
+	// a sleeping process costs tens of microseconds on a virtual machine, more than many run()
+	// calls. This side does not poll for the answer: with the client on the same cores, a third
+	// spinning party slowed every request (see docs/scoring.md).
+	poll := req.Alone && p.poll > 0
+	id := p.nextID.Add(1)
+	done := make(chan outcome, 1)
+	p.pendMu.Lock()
+	p.pending[id] = done
+	p.inflight.Add(1)
+	p.pendMu.Unlock()
+	if err := p.send(id, mono, req, poll, deadline); err != nil {
+		p.forget(id)
+		return nil, err
+	}
+	p.wake()
+	var timeout <-chan time.Time
+	if hasDeadline {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	var o outcome
+	select {
+	case o = <-done:
+	case <-timeout:
+		o = p.expire(id, done, mono)
+	case <-p.closed:
+		p.forget(id)
+		return nil, backend.ErrNotReady
+	}
+	if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
+		p.logger.Error("run() raised", "error", me.Error())
+	}
+	return o.res, o.err
+}
+
+// send puts the request into the shared queue: a message with its id, deadline and kind, and the
+// payload inline or, when large, in a memfd passed along with it.
+func (p *Pool) send(id uint64, mono int64, req *backend.Request, poll bool, deadline time.Time) error {
+	kind := kindRun
+	var meta []byte
+	if p.meta.RawHTTP {
+		kind = kindHTTP
+		meta, _ = json.Marshal(map[string]any{"method": req.Method, "path": req.Path, "query": req.Query, "headers": req.Header})
+	}
+	if poll {
+		kind |= pollBit
+	}
+	size := len(req.Body)
+	if meta != nil {
+		size += 4 + len(meta)
+	}
+	buf := msgPool.Get().(*[]byte)
+	defer msgPool.Put(buf)
+	msg := binary.BigEndian.AppendUint64((*buf)[:0], id)
+	msg = binary.BigEndian.AppendUint64(msg, uint64(mono))
+	var oob []byte
+	if size > inlineMax {
+		f, err := payloadFile(meta, req.Body)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		// A lone request has a core to spare: neither this process nor the worker should sleep while
-		// the other works, because waking a sleeping process costs tens of microseconds on a virtual
-		// machine, longer than many run() calls.
-		var poll time.Duration
-		if req.Alone && p.poll > 0 && (p.pollMisses.Load() < missesBeforePause || p.lone.Add(1)%pollProbeEvery == 0) {
-			poll = p.poll
+		defer f.Close()
+		oob = syscall.UnixRights(int(f.Fd()))
+		msg = append(msg, kind|fdBit)
+	} else {
+		msg = append(msg, kind)
+		if meta != nil {
+			msg = binary.BigEndian.AppendUint32(msg, uint32(len(meta)))
+			msg = append(msg, meta...)
 		}
-		// done gives the request's place in w back, replacing w first if it cannot be used again.
-		done := func(replace bool) {
-			if replace {
-				p.replace(w) // only the first of several calls queued in w does anything
-			}
-			p.sched.release(w)
+		msg = append(msg, req.Body...)
+		if cap(msg) <= 64<<10 {
+			*buf = msg
 		}
-		o := w.call(frame, deadline, poll, func(fatal bool) {
-			if fatal {
-				p.logger.Warn("run() of a request abandoned at its deadline did not finish in time; replacing the worker", "worker", w.id)
-			}
-			done(fatal)
-		})
-		if o.abandoned {
-			return nil, o.err // its place in w is released once the worker has answered it
-		}
-		if o.polled {
-			if o.missed {
-				p.pollMisses.Add(1)
-			} else {
-				p.pollMisses.Store(0)
-			}
-		}
-		if o.service > 0 {
-			old := p.service.Load() // concurrent updates may lose a sample; it is an estimate
-			p.service.Store(old + (int64(o.service)-old)/8)
-		}
-		if o.fatal {
-			switch {
-			case errors.Is(o.err, errNotStarted):
-				p.logger.Warn("worker failed before running a request queued in it; replacing it", "worker", w.id, "err", o.err)
-			case errors.Is(o.err, backend.ErrTimeout):
-				p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
-			default:
-				p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", o.err)
-			}
-		}
-		// A worker that failed before this request's turn came is removed here too, so it is not
-		// taken again before the call that failed replaces it; another worker runs the request.
-		notStarted := errors.Is(o.err, errNotStarted)
-		done(o.fatal || notStarted)
-		if notStarted {
-			continue
-		}
-		if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
-			p.logger.Error("run() raised", "worker", w.id, "error", me.Error())
-		}
-		return o.res, o.err
 	}
-}
-
-// acquire takes an idle worker, or with pipeline a busy one with room, skipping (and replacing) any
-// that died while idle, so a request is not failed for a crash that happened before it arrived.
-func (p *Pool) acquire(ctx context.Context, pipeline bool) (*worker, error) {
 	for {
-		w, wt := p.sched.take(pipeline)
-		if w == nil {
-			select {
-			case w = <-wt.c:
-			case <-ctx.Done():
-				p.sched.cancel(wt)
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
+		var err error
+		if oob == nil {
+			_, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(p.queue), uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)))
+			if errno != 0 {
+				err = errno
+			}
+		} else {
+			err = syscall.Sendmsg(p.queue, msg, oob, nil, syscall.MSG_DONTWAIT)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			// The queue is full (large requests, workers all busy): wait for room, within the deadline.
+			wait := -1
+			if !deadline.IsZero() {
+				left := time.Until(deadline)
+				if left <= 0 {
+					return fmt.Errorf("waiting for room in the request queue: %w", backend.ErrTimeout)
 				}
-				return nil, ctx.Err()
+				wait = int(left/time.Millisecond) + 1
+			}
+			unix.Poll([]unix.PollFd{{Fd: int32(p.queue), Events: unix.POLLOUT}}, min(wait, 100))
+			select {
 			case <-p.closed:
-				p.sched.cancel(wt)
-				return nil, backend.ErrNotReady
+				return backend.ErrNotReady
+			default:
 			}
-		}
-		select {
-		case <-w.exited:
-			p.logger.Error("worker died; replacing it", "worker", w.id, "status", w.exitStatus())
-			p.replace(w)
-			p.sched.release(w)
-			continue
 		default:
+			return fmt.Errorf("send the request to the workers: %w", err)
 		}
-		if err := ctx.Err(); err != nil { // handed a worker just as time ran out
-			p.sched.release(w)
-			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)
-			}
-			return nil, err
-		}
-		return w, nil
 	}
 }
 
-// replace kills w and starts another worker in its place, retrying with backoff while init fails.
-// Several requests queued in w may call it; only the first does anything.
-func (p *Pool) replace(w *worker) {
-	if !p.sched.remove(w) {
-		return
+// payloadFile returns a memfd holding a large request's payload (meta length, meta, body).
+func payloadFile(meta, body []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("mlship-request", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("request payload: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), "mlship-request")
+	if meta != nil {
+		var ml [4]byte
+		binary.BigEndian.PutUint32(ml[:], uint32(len(meta)))
+		if _, err := f.Write(append(ml[:], meta...)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("request payload: %w", err)
+		}
+	}
+	if _, err := f.Write(body); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("request payload: %w", err)
+	}
+	return f, nil
+}
+
+// Worker states, in the word after each slot; the worker sets the first three (see mlship_worker.py).
+const (
+	stBusy     = 0 // running a request; it looks at the queue again before it sleeps
+	stSpin     = 1 // polling the queue
+	stSleep    = 2 // asleep on its own socket
+	stWaking   = 3 // asleep, and sent a byte that wakes it
+	stStarting = 4 // not yet taking requests (init, or replaced)
+)
+
+// wake wakes a sleeping worker if the requests queued outnumber the workers that will take one
+// without being woken (the polling ones, and those already being woken). Busy workers are not
+// counted: a request queued behind them while a worker sleeps would wait a whole run().
+//
+// It must run after a request is queued: a worker sets its state to stSleep and then looks at the
+// queue once more before it sleeps, so either that look finds the request or this one finds the
+// worker asleep (both sides go through the socket's lock, a full barrier, between the two steps).
+// The most recently used sleeper is woken, for its warm caches. A spurious wake costs one look at
+// an empty queue.
+func (p *Pool) wake() {
+	for range len(p.workers) {
+		busy, ready, best := 0, 0, -1
+		var bestUsed uint64
+		var bw *worker
+		for i := range p.workers {
+			switch p.slots.state(i) {
+			case stBusy:
+				busy++
+			case stSpin, stWaking:
+				ready++
+			case stSleep:
+				if w := p.workers[i].Load(); w != nil && (bw == nil || w.used.Load() > bestUsed) {
+					best, bw, bestUsed = i, w, w.used.Load()
+				}
+			}
+		}
+		if bw == nil || int(p.inflight.Load())-busy <= ready {
+			return
+		}
+		if p.slots.casState(best, stSleep, stWaking) {
+			bw.wake()
+			return
+		}
+		// It woke by itself, or another request woke it: look again.
+	}
+}
+
+// holder is the live worker running request id, or nil.
+func (p *Pool) holder(id uint64) *worker {
+	for i := range p.workers {
+		if p.slots.get(i) == id {
+			if w := p.workers[i].Load(); w != nil && !w.failed.Load() {
+				return w
+			}
+		}
+	}
+	return nil
+}
+
+// deliver hands an answer to the request waiting for it; one nobody waits for any more is dropped.
+func (p *Pool) deliver(id uint64, o outcome) {
+	if done, ok := p.untrack(id); ok {
+		done <- o
+	}
+}
+
+// untrack takes request id out of pending and returns the channel of its caller, if still waiting.
+func (p *Pool) untrack(id uint64) (chan outcome, bool) {
+	p.pendMu.Lock()
+	done, ok := p.pending[id]
+	if ok {
+		delete(p.pending, id)
+		p.inflight.Add(-1)
+	}
+	p.pendMu.Unlock()
+	return done, ok
+}
+
+func (p *Pool) forget(id uint64) { p.untrack(id) }
+
+// expire answers a request whose deadline passed. A worker running it is killed and replaced; a
+// request still queued is dropped here, and the worker that takes it later sees the deadline passed
+// and does not run it.
+func (p *Pool) expire(id uint64, done chan outcome, mono int64) outcome {
+	// The worker compares the same clock with the deadline after recording the request in its slot;
+	// once the clock has passed the deadline here, a worker that will still run the request is in
+	// its slot already.
+	if d := mono - monotonic(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	if _, waiting := p.untrack(id); !waiting {
+		return <-done // answered meanwhile
+	}
+	if w := p.holder(id); w != nil {
+		p.logger.Warn("run() exceeded the scoring timeout; replacing the worker", "worker", w.id)
+		p.workerGone(w, nil)
+		return outcome{err: fmt.Errorf("worker %d: %w", w.id, backend.ErrTimeout)}
+	}
+	return outcome{err: fmt.Errorf("waiting for a free worker: %w", backend.ErrTimeout)}
+}
+
+// serve puts w in its slot and starts its reader.
+func (p *Pool) serve(w *worker) {
+	p.workers[w.id-1].Store(w)
+	go w.readAnswers(p.deliver, p.workerGone)
+}
+
+// workerGone takes a dead (or timed-out, when cause is nil) worker out of service: the request it
+// was running fails, and another worker is started in its place.
+func (p *Pool) workerGone(w *worker, cause error) {
+	if !p.workers[w.id-1].CompareAndSwap(w, nil) {
+		return // already handled
+	}
+	w.failed.Store(true)
 	w.kill()
+	p.slots.setState(w.id-1, stStarting)
+	// Requests queued while it polled were left to it: wake another worker for them.
+	defer p.wake()
+	if done, ok := p.untrack(p.slots.get(w.id - 1)); ok {
+		if cause == nil || !errors.Is(cause, backend.ErrWorkerCrashed) {
+			cause = fmt.Errorf("worker %d (%s): %w", w.id, w.exitStatus(), backend.ErrWorkerCrashed)
+		}
+		p.logger.Error("worker failed mid-request; replacing it", "worker", w.id, "err", cause)
+		done <- outcome{err: cause}
+	} else if cause != nil {
+		p.logger.Error("worker died; replacing it", "worker", w.id, "status", w.exitStatus())
+	}
+	p.replace(w)
+}
+
+// replace starts another worker in w's place, retrying with backoff while init fails.
+func (p *Pool) replace(w *worker) {
 	p.closeMu.Lock()
-	delete(p.live, w)
 	if p.isClosed {
 		p.closeMu.Unlock()
 		return
@@ -388,9 +558,8 @@ func (p *Pool) replace(w *worker) {
 					nw.kill()
 					return
 				}
-				p.live[nw] = struct{}{}
+				p.serve(nw)
 				p.closeMu.Unlock()
-				p.sched.add(nw)
 				p.logger.Info("replacement worker ready", "worker", w.id)
 				return
 			}
@@ -408,7 +577,8 @@ func (p *Pool) replace(w *worker) {
 	}()
 }
 
-// Close stops every worker (EOF first, SIGKILL after a grace period) and waits for them.
+// Close stops every worker (it closes the queue, so each sees EOF; SIGKILL after a grace period)
+// and waits for them.
 func (p *Pool) Close() error {
 	p.closeMu.Lock()
 	if p.isClosed {
@@ -417,151 +587,117 @@ func (p *Pool) Close() error {
 	}
 	p.isClosed = true
 	close(p.closed)
-	live := make([]*worker, 0, len(p.live))
-	for w := range p.live {
-		live = append(live, w)
+	var live []*worker
+	for i := range p.workers {
+		if w := p.workers[i].Swap(nil); w != nil {
+			live = append(live, w)
+		}
 	}
-	p.live = map[*worker]struct{}{}
 	p.closeMu.Unlock()
+	p.spawns.Wait() // replacements see closed and stop
+	p.closeQueue()
+	for _, w := range live {
+		w.wake() // asleep on its socket, it wakes to find the queue closed
+	}
 	var wg sync.WaitGroup
 	for _, w := range live {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.stop(2 * time.Second) }()
 	}
 	wg.Wait()
-	p.spawns.Wait()
 	if p.dir != "" {
 		os.RemoveAll(p.dir)
 	}
 	return nil
 }
 
-// framePool recycles request frame buffers.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+// openQueue creates the shared request queue and the workers' slots.
+func (p *Pool) openQueue() error {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("request queue: %w", err)
+	}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return fmt.Errorf("request queue: %w", err)
+	}
+	syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20) // as much as the system allows
+	p.queue, p.queueChild = fds[0], os.NewFile(uintptr(fds[1]), "mlship-queue")
+	if p.slots, err = newSlots(p.cfg.Workers); err != nil {
+		p.closeQueue()
+		return err
+	}
+	return nil
+}
+
+func (p *Pool) closeQueue() {
+	if p.queueChild != nil {
+		syscall.Close(p.queue)
+		p.queueChild.Close()
+		p.queueChild = nil
+	}
+	if p.slots != nil {
+		p.slots.close()
+	}
+}
+
+// slots is shared memory holding, for each worker, the id of the request it runs (or ran last) and
+// its state (stBusy...): two 8-byte words.
+type slots struct {
+	file *os.File
+	mem  []byte
+}
+
+func newSlots(n int) (*slots, error) {
+	fd, err := unix.MemfdCreate("mlship-slots", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("worker slots: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "mlship-slots")
+	size := (16*n + 4095) &^ 4095
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("worker slots: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("worker slots: %w", err)
+	}
+	return &slots{file: f, mem: mem}, nil
+}
+
+// The worker stores its words with aligned 8-byte writes in native byte order.
+func (s *slots) word(i int) *uint64       { return (*uint64)(unsafe.Pointer(&s.mem[8*i])) }
+func (s *slots) get(i int) uint64         { return atomic.LoadUint64(s.word(2 * i)) }
+func (s *slots) set(i int, v uint64)      { atomic.StoreUint64(s.word(2*i), v) }
+func (s *slots) state(i int) uint64       { return atomic.LoadUint64(s.word(2*i + 1)) }
+func (s *slots) setState(i int, v uint64) { atomic.StoreUint64(s.word(2*i+1), v) }
+func (s *slots) casState(i int, old, v uint64) bool {
+	return atomic.CompareAndSwapUint64(s.word(2*i+1), old, v)
+}
+
+func (s *slots) close() {
+	unix.Munmap(s.mem)
+	s.file.Close()
+}
+
+// monotonic is CLOCK_MONOTONIC, the clock Python's time.monotonic_ns() reads, in nanoseconds. It
+// is computed from Go's monotonic clock, which is CLOCK_MONOTONIC read without a system call.
+func monotonic() int64 { return monoBase + int64(time.Since(monoStart)) }
+
+var monoStart, monoBase = func() (time.Time, int64) {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Now(), ts.Nano()
+}()
+
+// msgPool recycles request message buffers.
+var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 const (
-	missesBeforePause = 3
-	pollProbeEvery    = 64
-	// pipelineBelow: requests are queued in busy workers only while run() takes less than this on
-	// average; beyond it the wake-up a queued request saves is small next to run() itself.
-	pipelineBelow = time.Millisecond
+	// inlineMax: larger payloads go to the worker in a memfd, so the queue's socket buffer holds
+	// many requests and a large one never has to be split.
+	inlineMax = 16 << 10
 )
-
-// sched knows how many requests each live worker holds and hands out workers: an idle one first,
-// most recently used first (under light load the same worker takes every request, so its caches
-// stay warm and the others sleep), else, when pipelining, the least busy one with room. Requests
-// that find nothing wait in arrival order, and each freed place is handed to the first of them
-// that can use it; while a request that needs an idle worker waits first in line, nothing more is
-// queued in busy workers, so they drain and it is not overtaken for ever.
-type sched struct {
-	mu      sync.Mutex
-	depth   int       // requests one worker may hold (Config.Pipeline)
-	idle    []*worker // live workers holding no request, most recently used last
-	all     []*worker // live workers
-	waiters []*waiter // in arrival order
-}
-
-// waiter is a request waiting for a worker; it receives one on c, already counted in the worker.
-type waiter struct {
-	pipeline bool
-	c        chan *worker
-}
-
-// take returns a worker and counts the caller's request in it, or nil and the waiter that will
-// receive one; a caller that stops waiting must call cancel.
-func (s *sched) take(pipeline bool) (*worker, *waiter) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.waiters) == 0 { // else any room went to them first: queue behind them
-		if w := s.pick(pipeline); w != nil {
-			return w, nil
-		}
-	}
-	wt := &waiter{pipeline: pipeline, c: make(chan *worker, 1)}
-	s.waiters = append(s.waiters, wt)
-	return nil, wt
-}
-
-// pick finds a worker with room and counts a request in it; s.mu held.
-func (s *sched) pick(pipeline bool) *worker {
-	if n := len(s.idle); n > 0 {
-		w := s.idle[n-1]
-		s.idle = s.idle[:n-1]
-		w.held++
-		return w
-	}
-	if !pipeline {
-		return nil
-	}
-	var best *worker
-	for _, w := range s.all {
-		if w.held < s.depth && (best == nil || w.held < best.held) {
-			best = w
-		}
-	}
-	if best != nil {
-		best.held++
-	}
-	return best
-}
-
-// dispatch hands workers with room to waiters, first come first served; s.mu held.
-func (s *sched) dispatch() {
-	for len(s.waiters) > 0 {
-		wt := s.waiters[0]
-		w := s.pick(wt.pipeline)
-		if w == nil {
-			return
-		}
-		s.waiters = slices.Delete(s.waiters, 0, 1)
-		wt.c <- w
-	}
-}
-
-// cancel withdraws a waiter; a worker already handed to it is released.
-func (s *sched) cancel(wt *waiter) {
-	s.mu.Lock()
-	if i := slices.Index(s.waiters, wt); i >= 0 {
-		s.waiters = slices.Delete(s.waiters, i, i+1)
-		if i == 0 {
-			s.dispatch() // the waiters behind it may fit where it did not
-		}
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	s.release(<-wt.c)
-}
-
-// release uncounts one request of w.
-func (s *sched) release(w *worker) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	w.held--
-	if w.held == 0 && !w.gone {
-		s.idle = append(s.idle, w)
-	}
-	s.dispatch()
-}
-
-// add makes a new worker available.
-func (s *sched) add(w *worker) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.all = append(s.all, w)
-	s.idle = append(s.idle, w)
-	s.dispatch()
-}
-
-// remove takes w out of service; it reports false if w was already removed.
-func (s *sched) remove(w *worker) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if w.gone {
-		return false
-	}
-	w.gone = true
-	s.all = slices.DeleteFunc(s.all, func(x *worker) bool { return x == w })
-	s.idle = slices.DeleteFunc(s.idle, func(x *worker) bool { return x == w })
-	return true
-}

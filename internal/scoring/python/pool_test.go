@@ -6,20 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mlship/mlship/internal/scoring/backend"
 )
@@ -341,6 +338,12 @@ func TestPoolIdleWorkerDeathCostsNoRequest(t *testing.T) {
 func TestPoolReusesTheMostRecentWorker(t *testing.T) {
 	t.Parallel()
 	p, _ := startPool(t, "faults.py", 3)
+	// Right after start, a worker still on its way to sleep may take a request before the one woken
+	// for it: let them all fall asleep first.
+	if _, err := score(t, p, `{}`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
 	pids := map[any]int{}
 	for i := 0; i < 12; i++ {
 		out, err := score(t, p, `{}`, 10*time.Second)
@@ -415,8 +418,8 @@ func TestPoolLoneRequestFaults(t *testing.T) {
 		t.Skip("polling is off on a single core")
 	}
 	// A poll budget far longer than the scoring timeout: the deadline still wins, and a worker that
-	// dies while the replica polls fails only its own request.
-	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 5_000_000})
+	// dies while polling the queue fails only the request it took.
+	p, logs := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 5_000_000})
 	alone := func(body string, timeout time.Duration) error {
 		_, err := scoreRequest(t, p, &backend.Request{Body: []byte(body), Alone: true}, timeout)
 		return err
@@ -432,7 +435,7 @@ func TestPoolLoneRequestFaults(t *testing.T) {
 		t.Fatalf("err = %v, want ErrWorkerCrashed", err)
 	}
 	if err := alone(`{}`, 20*time.Second); err != nil {
-		t.Fatalf("request after the crash: %v", err)
+		t.Fatalf("request after the crash: %v\nlog:\n%s", err, logs)
 	}
 	if p.Restarts() != 2 {
 		t.Fatalf("restarts = %d, want 2 (timeout and crash)", p.Restarts())
@@ -448,27 +451,21 @@ func cpuTime(t *testing.T) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func TestPoolStopsPollingForSlowAnswers(t *testing.T) {
+func TestPoolReplicaWaitsForAnswersAsleep(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skip("polling is off on a single core")
 	}
-	// run() takes 300 ms, longer than the 200 ms poll budget: the first lone requests poll in vain
-	// (this process spends the budget on a core), then the replica waits for answers asleep.
+	// Only the worker polls after a lone request; this side sleeps until the answer comes, so a
+	// slow run() (300 ms, longer than the 200 ms poll budget) costs it almost no CPU.
 	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, PollMicros: 200_000})
-	lone := func() time.Duration {
+	for i := 0; i < 3; i++ {
 		before := cpuTime(t)
 		if _, err := scoreRequest(t, p, &backend.Request{Body: []byte(`{"sleep": 0.3}`), Alone: true}, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		return cpuTime(t) - before
-	}
-	if used := lone(); used < 100*time.Millisecond {
-		t.Fatalf("first slow lone request used %s of CPU here, want about the 200ms poll budget", used)
-	}
-	lone()
-	lone()
-	if used := lone(); used > 60*time.Millisecond {
-		t.Fatalf("after 3 answers slower than the budget, a lone request still used %s of CPU, want no polling", used)
+		if used := cpuTime(t) - before; used > 60*time.Millisecond {
+			t.Fatalf("lone request %d used %s of CPU here while run() slept 300ms, want the replica asleep", i, used)
+		}
 	}
 }
 
@@ -488,494 +485,6 @@ func TestPoolLargeBodies(t *testing.T) {
 		}
 	}
 }
-
-// workerQueue reports, for the pool's only live worker, how many requests it holds and how many
-// bytes this process wrote to its socket that it has not read yet (SIOCOUTQ): a request waiting
-// behind the one it runs.
-func workerQueue(t *testing.T, p *Pool) (held, unread int) {
-	t.Helper()
-	p.sched.mu.Lock()
-	if len(p.sched.all) != 1 {
-		p.sched.mu.Unlock()
-		return -1, -1
-	}
-	w := p.sched.all[0]
-	held = w.held
-	p.sched.mu.Unlock()
-	w.raw.Control(func(fd uintptr) {
-		n, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-		if err != nil {
-			t.Errorf("SIOCOUTQ: %v", err)
-		}
-		unread = n
-	})
-	return held, unread
-}
-
-// waitQueue waits up to d for the worker's queue to satisfy ok and returns the last values seen.
-func waitQueue(t *testing.T, p *Pool, d time.Duration, ok func(held, unread int) bool) (held, unread int) {
-	t.Helper()
-	for end := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
-		held, unread = workerQueue(t, p)
-		if ok(held, unread) || time.Now().After(end) {
-			return held, unread
-		}
-	}
-}
-
-type answer struct {
-	out map[string]any
-	err error
-}
-
-// scoreAsync starts a request and returns where its answer will arrive.
-func scoreAsync(t *testing.T, p *Pool, body string, timeout time.Duration) <-chan answer {
-	c := make(chan answer, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		res, err := p.Score(ctx, &backend.Request{Body: []byte(body)})
-		var out map[string]any
-		if err == nil {
-			err = json.Unmarshal(res.Body, &out)
-		}
-		c <- answer{out, err}
-	}()
-	return c
-}
-
-// pipelinePool starts one worker that may hold depth requests. Its run() average is reset after
-// each warm-up request, so pipelining applies however slowly a loaded machine ran them.
-func pipelinePool(t *testing.T, depth int) *Pool {
-	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "faults.py"), Workers: 1, Pipeline: depth})
-	if _, err := score(t, p, `{}`, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	p.service.Store(0)
-	return p
-}
-
-// runningAlone starts a request that runs for a while and waits until the worker has read it.
-func runningAlone(t *testing.T, p *Pool, body string, timeout time.Duration) <-chan answer {
-	t.Helper()
-	a := scoreAsync(t, p, body, timeout)
-	if held, unread := waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 }); held != 1 || unread != 0 {
-		t.Fatalf("first request: worker holds %d, %d bytes unread; want 1 and 0", held, unread)
-	}
-	return a
-}
-
-func TestPoolPipelinesShortRequests(t *testing.T) {
-	t.Parallel()
-	p := pipelinePool(t, 2)
-	a := runningAlone(t, p, `{"sleep": 1.5, "echo": "a"}`, 20*time.Second)
-	// The second request is written to the busy worker's socket at once and waits there.
-	b := scoreAsync(t, p, `{"echo": "b"}`, 20*time.Second)
-	if held, unread := waitQueue(t, p, time.Second, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
-		t.Fatalf("second request: worker holds %d, %d bytes unread; want it queued in the worker's socket", held, unread)
-	}
-	// The third waits in the replica: the depth is 2.
-	c := scoreAsync(t, p, `{"echo": "c"}`, 20*time.Second)
-	time.Sleep(100 * time.Millisecond)
-	if held, _ := workerQueue(t, p); held != 2 {
-		t.Fatalf("worker holds %d requests with depth 2", held)
-	}
-	ra, rb, rc := <-a, <-b, <-c
-	for _, r := range []answer{ra, rb, rc} {
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-	}
-	if ra.out["echo"] != "a" || rb.out["echo"] != "b" || rc.out["echo"] != "c" {
-		t.Fatalf("answers reached the wrong requests: %v %v %v", ra.out, rb.out, rc.out)
-	}
-	if rb.out["calls"].(float64) != ra.out["calls"].(float64)+1 {
-		t.Fatalf("the queued request did not run right after the first in the same worker: %v then %v", ra.out, rb.out)
-	}
-}
-
-func TestPoolPipelineFaults(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name, first string
-		timeout     time.Duration
-		want        error
-		replaced    bool
-	}{
-		{"crash", `{"sleep": 1.5, "kill": true}`, 20 * time.Second, backend.ErrWorkerCrashed, true},
-		{"timeout", `{"sleep": 30}`, 1500 * time.Millisecond, backend.ErrTimeout, true},
-		{"raises", `{"sleep": 1.5, "raise": "boom"}`, 20 * time.Second, nil, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := pipelinePool(t, 2)
-			before, _ := score(t, p, `{}`, 10*time.Second)
-			p.service.Store(0)
-			a := runningAlone(t, p, tc.first, tc.timeout)
-			b := scoreAsync(t, p, `{"echo": "b"}`, 30*time.Second)
-			if held, unread := waitQueue(t, p, time.Second, func(h, u int) bool { return h == 2 && u > 0 }); held != 2 || unread == 0 {
-				t.Fatalf("second request not queued in the worker: holds %d, %d bytes unread", held, unread)
-			}
-			ra, rb := <-a, <-b
-			if tc.want != nil && !errors.Is(ra.err, tc.want) {
-				t.Fatalf("first request: err = %v, want %v", ra.err, tc.want)
-			}
-			if me := (*backend.ModelError)(nil); tc.want == nil && !errors.As(ra.err, &me) {
-				t.Fatalf("first request: err = %v, want the model's error", ra.err)
-			}
-			// The request queued behind a failure never started there: it runs once, elsewhere.
-			if rb.err != nil || rb.out["echo"] != "b" {
-				t.Fatalf("queued request: %v %v", rb.out, rb.err)
-			}
-			samePID := rb.out["pid"] == before["pid"]
-			if tc.replaced && (samePID || rb.out["calls"].(float64) != 1 || p.Restarts() != 1) {
-				t.Fatalf("queued request ran in pid %v as call %v (failed worker %v), restarts %d; want it run once on the replacement",
-					rb.out["pid"], rb.out["calls"], before["pid"], p.Restarts())
-			}
-			if !tc.replaced && (!samePID || p.Restarts() != 0) {
-				t.Fatalf("queued request ran in pid %v (worker %v), restarts %d; a raising run() must not cost the worker", rb.out["pid"], before["pid"], p.Restarts())
-			}
-		})
-	}
-}
-
-func TestPoolDoesNotPipelineSlowOrLargeRequests(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name, warmup, second string
-		fast                 bool // run() counts as short whatever the machine's load
-	}{
-		{"slow", `{"sleep": 0.02}`, `{"echo": "b"}`, false}, // run() averages far over pipelineBelow
-		{"large", `{}`, `{"echo": "b", "pad": "` + strings.Repeat("x", directWriteMax) + `"}`, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := pipelinePool(t, 2)
-			for i := 0; i < 4; i++ {
-				if _, err := score(t, p, tc.warmup, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if tc.fast {
-				p.service.Store(0)
-			}
-			a := runningAlone(t, p, `{"sleep": 0.5}`, 20*time.Second)
-			b := scoreAsync(t, p, tc.second, 20*time.Second)
-			time.Sleep(200 * time.Millisecond)
-			if held, unread := workerQueue(t, p); held != 1 || unread != 0 {
-				t.Fatalf("worker holds %d, %d bytes unread; want the second request kept in the replica", held, unread)
-			}
-			if r := <-a; r.err != nil {
-				t.Fatal(r.err)
-			}
-			if r := <-b; r.err != nil || r.out["echo"] != "b" {
-				t.Fatalf("%v %v", r.out, r.err)
-			}
-		})
-	}
-}
-
-func TestSchedPrefersIdleThenLeastBusy(t *testing.T) {
-	s := &sched{depth: 3}
-	w1, w2, w3 := &worker{id: 1}, &worker{id: 2}, &worker{id: 3}
-	s.add(w1)
-	s.add(w2)
-	s.add(w3)
-	take := func(pipeline bool) *worker {
-		w, wt := s.take(pipeline)
-		if wt != nil {
-			s.cancel(wt)
-		}
-		return w
-	}
-	if w := take(true); w != w3 {
-		t.Fatalf("took worker %v, want the most recently added idle one (3)", w)
-	}
-	s.release(w3)
-	if w := take(false); w != w3 {
-		t.Fatalf("took worker %v, want the most recently released one (3)", w)
-	}
-	take(true) // 2
-	take(true) // 1
-	if w := take(false); w != nil {
-		t.Fatalf("without pipelining and no idle worker, took %v, want none", w)
-	}
-	if w := take(true); w == nil {
-		t.Fatal("pipelining found no busy worker with room")
-	}
-	// Every worker now holds 1 except one that holds 2; the next goes to one that held 1.
-	if w := take(true); w == nil || w.held != 2 {
-		t.Fatalf("took %v, want a worker that held 1", w)
-	}
-	if !s.remove(w2) || s.remove(w2) {
-		t.Fatal("remove must report true once")
-	}
-	for i := 0; i < 6; i++ {
-		if w := take(true); w == w2 {
-			t.Fatal("a removed worker was handed out")
-		}
-	}
-}
-
-// Each freed place goes to one waiter, in arrival order; while a waiter that needs an idle worker
-// is first in line, later ones wait behind it and the busy worker drains for it; a cancelled
-// waiter's worker is not lost.
-func TestSchedHandsFreedPlacesToWaitersInOrder(t *testing.T) {
-	s, w1 := busySched(t, true)
-	if w, _ := s.take(true); w != w1 {
-		t.Fatal("second take should pipeline")
-	}
-	_, a := s.take(true)
-	_, b := s.take(true)
-	if a == nil || b == nil {
-		t.Fatal("a full worker must make callers wait")
-	}
-	s.release(w1)
-	if received(a) != w1 || received(b) != nil {
-		t.Fatal("one freed place must go to the first waiter, and only to it")
-	}
-	s.release(w1)
-	if received(b) != w1 {
-		t.Fatal("the next freed place must go to the next waiter")
-	}
-	// Now one that needs an idle worker, then one that could pipeline: the second must not
-	// overtake the first, and the first gets the worker once it has drained.
-	_, idleOnly := s.take(false)
-	_, c := s.take(true)
-	s.release(w1) // holds 1: room for pipelining, but the idle-only waiter is first
-	if received(idleOnly) != nil || received(c) != nil {
-		t.Fatal("a place was handed out past the waiter first in line")
-	}
-	if w, wt := s.take(true); w != nil || wt == nil {
-		t.Fatal("a new request overtook the waiters")
-	} else {
-		s.cancel(wt)
-	}
-	s.release(w1) // idle
-	if received(idleOnly) != w1 || received(c) != w1 || w1.held != 2 {
-		t.Fatalf("after draining: the idle-only waiter and then the next must get the worker (held %d)", w1.held)
-	}
-	// A waiter cancelled after a worker was handed to it passes the place on.
-	_, f := s.take(true)
-	_, g := s.take(true)
-	s.release(w1) // to f
-	s.cancel(f)   // back, and on to g
-	if received(g) != w1 || w1.held != 2 {
-		t.Fatalf("a cancelled hand-off was not passed on (held %d)", w1.held)
-	}
-	// A waiter cancelled before anything was handed to it is simply withdrawn.
-	_, h := s.take(false)
-	s.cancel(h)
-	s.mu.Lock()
-	n := len(s.waiters)
-	s.mu.Unlock()
-	if n != 0 {
-		t.Fatalf("%d waiters left", n)
-	}
-}
-
-// When the waiter first in line, which needs an idle worker, leaves, the waiters behind it get the
-// room it was holding them back from.
-func TestSchedCancelledHeadLetsTheNextIn(t *testing.T) {
-	s, w := busySched(t, false)
-	_, x := s.take(false) // needs an idle worker: waits first in line
-	_, y := s.take(true)  // fits behind the running request, but must not overtake x
-	s.cancel(x)
-	got := received(y)
-	if got == nil {
-		t.Fatalf("after the head waiter left, the one behind it was not let in (held %d < depth %d)", w.held, s.depth)
-	}
-	s.release(got)
-}
-
-// busySched is a scheduler of depth 2 with one worker, already holding one request taken with pipeline.
-func busySched(t *testing.T, pipeline bool) (*sched, *worker) {
-	t.Helper()
-	s := &sched{depth: 2}
-	w := &worker{id: 1}
-	s.add(w)
-	if got, _ := s.take(pipeline); got != w {
-		t.Fatal("the idle worker was not handed out")
-	}
-	return s, w
-}
-
-// received is the worker handed to wt, or nil if none was yet.
-func received(wt *waiter) *worker {
-	select {
-	case w := <-wt.c:
-		return w
-	default:
-		return nil
-	}
-}
-
-// A request that needs an idle worker (a body over directWriteMax) is served amid small requests
-// that keep the only worker's pipeline full. Whether it is served depends on timing; the order
-// that guarantees it is pinned by TestSchedHandsFreedPlacesToWaitersInOrder.
-func TestPoolLargeRequestIsNotStarved(t *testing.T) {
-	t.Parallel()
-	p := pipelinePool(t, 2)
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var small atomic.Int64
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				if _, err := score(t, p, `{}`, 10*time.Second); err == nil {
-					small.Add(1)
-				}
-			}
-		}()
-	}
-	time.Sleep(200 * time.Millisecond)
-	big := `{"echo": "big", "pad": "` + strings.Repeat("x", directWriteMax) + `"}`
-	out, err := score(t, p, big, 5*time.Second)
-	stop.Store(true)
-	wg.Wait()
-	if err != nil || out["echo"] != "big" {
-		t.Fatalf("the large request, amid %d small ones: %v %v", small.Load(), out, err)
-	}
-	if small.Load() == 0 {
-		t.Fatal("no small request was served: the test did not load the worker")
-	}
-}
-
-// A queued request whose deadline passes before it is written (here it is held up on w.mu) answers
-// 504 and costs neither the worker nor the request running in it.
-func TestPoolPipelinedRequestExpiredBeforeWrite(t *testing.T) {
-	t.Parallel()
-	p := pipelinePool(t, 2)
-	a := runningAlone(t, p, `{"sleep": 1.0, "echo": "a"}`, 20*time.Second)
-	w := onlyWorker(t, p)
-	w.mu.Lock()
-	b := scoreAsync(t, p, `{"echo": "b"}`, 100*time.Millisecond)
-	waitQueue(t, p, time.Second, func(h, u int) bool { return h == 2 })
-	time.Sleep(200 * time.Millisecond)
-	w.mu.Unlock()
-	ra, rb := <-a, <-b
-	if ra.err != nil || ra.out["echo"] != "a" {
-		t.Fatalf("the running request: %v %v", ra.out, ra.err)
-	}
-	if !errors.Is(rb.err, backend.ErrTimeout) {
-		t.Fatalf("the expired request: %v, want ErrTimeout", rb.err)
-	}
-	if n := p.Restarts(); n != 0 {
-		t.Fatalf("%d restarts, want the worker kept", n)
-	}
-}
-
-// A queued request whose deadline passes while it waits behind a longer run() answers 504 on time;
-// the worker still runs it, its answer is read and dropped, and the next request gets its own.
-func TestPoolQueuedRequestTimesOutOnTime(t *testing.T) {
-	t.Parallel()
-	p := pipelinePool(t, 2)
-	a := runningAlone(t, p, `{"sleep": 1.0, "echo": "a"}`, 20*time.Second)
-	start := time.Now()
-	b := scoreAsync(t, p, `{"echo": "b"}`, 300*time.Millisecond)
-	rb := <-b
-	if d := time.Since(start); !errors.Is(rb.err, backend.ErrTimeout) || d > 900*time.Millisecond {
-		t.Fatalf("queued request: %v after %v, want ErrTimeout at its 300ms deadline", rb.err, d)
-	}
-	if ra := <-a; ra.err != nil || ra.out["echo"] != "a" {
-		t.Fatalf("the running request: %v %v", ra.out, ra.err)
-	}
-	for i := 0; i < 3; i++ {
-		out, err := score(t, p, fmt.Sprintf(`{"echo": %d}`, i), 10*time.Second)
-		if err != nil || out["echo"] != float64(i) {
-			t.Fatalf("request %d after the dropped answer: %v %v", i, out, err)
-		}
-	}
-	if held, _ := workerQueue(t, p); held != 0 || p.Restarts() != 0 {
-		t.Fatalf("worker holds %d, restarts %d; want 0 and 0", held, p.Restarts())
-	}
-}
-
-func rawRequest(headers map[string]string) *backend.Request {
-	h := http.Header{}
-	for k, v := range headers {
-		h.Set(k, v)
-	}
-	return &backend.Request{Method: "POST", Path: "/score", Body: []byte("x"), Header: h}
-}
-
-// rawPipelinePool starts one worker running testdata/rawhttp_pipeline.py that may hold depth
-// requests, warmed up and with its run() average reset (see pipelinePool).
-func rawPipelinePool(t *testing.T, depth int) *Pool {
-	t.Helper()
-	p, _ := startPoolConfig(t, Config{EntryScript: filepath.Join("testdata", "rawhttp_pipeline.py"), Workers: 1, Pipeline: depth})
-	if _, err := p.Score(context.Background(), rawRequest(nil)); err != nil {
-		t.Fatal(err)
-	}
-	p.service.Store(0)
-	return p
-}
-
-type rawAnswer struct {
-	r   *backend.Result
-	err error
-	d   time.Duration
-}
-
-func scoreRawAsync(p *Pool, req *backend.Request, timeout time.Duration) <-chan rawAnswer {
-	c := make(chan rawAnswer, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		start := time.Now()
-		r, err := p.Score(ctx, req)
-		c <- rawAnswer{r, err, time.Since(start)}
-	}()
-	return c
-}
-
-// For @rawhttp scripts the frame carries the headers too: a request with 1 MiB of headers is not
-// queued behind another (its write could block), so an answer larger than the socket buffer
-// ahead of it is read without delay.
-func TestPoolRawHTTPLargeFramesAreNotPipelined(t *testing.T) {
-	t.Parallel()
-	p := rawPipelinePool(t, 3)
-	a := scoreRawAsync(p, rawRequest(map[string]string{"X-Sleep": "0.3"}), 20*time.Second)
-	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 })
-	b := scoreRawAsync(p, rawRequest(map[string]string{"X-Big": "4000000"}), 20*time.Second)
-	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 2 })
-	c := scoreRawAsync(p, rawRequest(map[string]string{"X-Pad": strings.Repeat("p", 1<<20)}), 10*time.Second)
-	ra, rb, rc := <-a, <-b, <-c
-	if ra.err != nil || rc.err != nil {
-		t.Fatalf("a: %v; c: %v", ra.err, rc.err)
-	}
-	if rb.err != nil || len(rb.r.Body) != 4000000 || rb.d > 3*time.Second {
-		t.Fatalf("b (a 4 MB answer): %v after %v", rb.err, rb.d)
-	}
-	if p.Restarts() != 0 {
-		t.Fatalf("%d restarts", p.Restarts())
-	}
-}
-
-// An AMLResponse with a header value that is not a string is sent as Flask would (the value as a
-// string), and the request queued behind it runs exactly once.
-func TestPoolAMLResponseHeaderValuesAndQueuedRequestRunsOnce(t *testing.T) {
-	t.Parallel()
-	p := rawPipelinePool(t, 2)
-	a := scoreRawAsync(p, rawRequest(map[string]string{"X-Sleep": "0.3", "X-Int-Header": "1"}), 20*time.Second)
-	waitQueue(t, p, 5*time.Second, func(h, u int) bool { return h == 1 && u == 0 })
-	b := scoreRawAsync(p, rawRequest(map[string]string{"X-Log": "b", "X-Sleep": "0.2"}), 20*time.Second)
-	ra, rb := <-a, <-b
-	if ra.err != nil || ra.r.Header.Get("X-Count") != "5" {
-		t.Fatalf("a: %v, headers %v; want X-Count: 5", ra.err, ra.r)
-	}
-	if rb.err != nil {
-		t.Fatal(rb.err)
-	}
-	log, _ := os.ReadFile(filepath.Join(p.cfg.ModelDir, "log"))
-	if n := strings.Count(string(log), "b "); n != 1 {
-		t.Fatalf("request b ran %d times:\n%s", n, log)
-	}
-}
-
 func TestDecodeRawRejectsMalformedFramesAsModelErrors(t *testing.T) {
 	for _, payload := range [][]byte{
 		{0, 0},
@@ -989,12 +498,123 @@ func TestDecodeRawRejectsMalformedFramesAsModelErrors(t *testing.T) {
 	}
 }
 
-func onlyWorker(t *testing.T, p *Pool) *worker {
-	t.Helper()
-	p.sched.mu.Lock()
-	defer p.sched.mu.Unlock()
-	if len(p.sched.all) != 1 {
-		t.Fatalf("%d workers, want 1", len(p.sched.all))
+// A worker killed mid-request fails only that request: the requests waiting in the shared queue
+// are taken by the other worker (and the replacement), and none of them runs twice.
+func TestPoolQueueCrashFailsOnlyTheRunningRequest(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 2)
+	var wg sync.WaitGroup
+	errs := make([]error, 12)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, errs[0] = score(t, p, `{"sleep": 0.05, "kill": true}`, 10*time.Second)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	for i := 1; i < len(errs); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = score(t, p, `{"sleep": 0.02}`, 10*time.Second)
+		}()
 	}
-	return p.sched.all[0]
+	wg.Wait()
+	if !errors.Is(errs[0], backend.ErrWorkerCrashed) {
+		t.Errorf("killed request: %v, want ErrWorkerCrashed", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Errorf("queued request %d: %v", i+1, err)
+		}
+	}
+	if p.Restarts() != 1 {
+		t.Errorf("restarts = %d, want 1", p.Restarts())
+	}
+}
+
+// A request whose deadline passes while it waits in the queue answers 504 on time, and the worker
+// that takes it later does not run it.
+func TestPoolExpiredQueuedRequestNeverRuns(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 1)
+	slow := make(chan error, 1)
+	go func() {
+		_, err := score(t, p, `{"sleep": 0.4}`, 10*time.Second)
+		slow <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	_, err := score(t, p, `{}`, 100*time.Millisecond)
+	if !errors.Is(err, backend.ErrTimeout) {
+		t.Fatalf("queued request: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 300*time.Millisecond {
+		t.Errorf("queued request answered after %v, want about its 100ms deadline", d)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("slow request: %v", err)
+	}
+	out, err := score(t, p, `{}`, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["calls"] != 2.0 {
+		t.Errorf("run() calls in the worker = %v, want 2 (the expired request must not run)", out["calls"])
+	}
+	if p.Restarts() != 0 {
+		t.Errorf("restarts = %d: a request that expired in the queue must not cost a worker", p.Restarts())
+	}
+}
+
+// Payloads over inlineMax go to the worker in a memfd; the echo proves they arrive whole.
+func TestPoolMemfdPayloads(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 2)
+	for _, n := range []int{inlineMax - 100, inlineMax + 1, 3 << 20} {
+		echo := strings.Repeat("x", n)
+		out, err := score(t, p, `{"echo": "`+echo+`"}`, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if out["echo"] != echo {
+			t.Errorf("%d bytes: echo differs (%d bytes back)", n, len(fmt.Sprint(out["echo"])))
+		}
+	}
+}
+
+// Requests queued while the only worker is being replaced are taken by the replacement as soon as
+// it is ready; their answers can follow its ready frame in one read, and must not be lost with it.
+func TestPoolRequestsQueuedDuringReplacement(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 1)
+	for round := 0; round < 3; round++ {
+		if _, err := score(t, p, `{"kill": true}`, 10*time.Second); !errors.Is(err, backend.ErrWorkerCrashed) {
+			t.Fatalf("round %d: kill: %v, want ErrWorkerCrashed", round, err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 6)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = score(t, p, `{}`, 10*time.Second)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: request %d queued during the replacement: %v", round, i, err)
+			}
+		}
+	}
+}
+
+// The ready frame is read alone: what the worker sends after it belongs to the answer reader.
+func TestReadFrameReadsNothingAfterTheFrame(t *testing.T) {
+	first := appendFrame(nil, kindReady, []byte(`{"pid": 1}`))
+	second := appendFrame(nil, kindJSON, []byte("12345678{}"))
+	r := bytes.NewReader(append(first, second...))
+	kind, payload, err := readFrame(r)
+	if err != nil || kind != kindReady || string(payload) != `{"pid": 1}` {
+		t.Fatalf("readFrame = %q %q %v", kind, payload, err)
+	}
+	if rest, _ := io.ReadAll(r); !bytes.Equal(rest, second) {
+		t.Fatalf("after the frame the reader holds %q, want the next frame %q", rest, second)
+	}
 }

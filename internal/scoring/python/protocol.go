@@ -1,7 +1,6 @@
 package python
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -17,9 +16,12 @@ const (
 	kindRaw      byte = 'A'
 	kindRaised   byte = 'X'
 	kindBadInput byte = 'B'
+	kindExpired  byte = 'T' // the deadline had passed when a worker took the request: not run
 
 	// pollBit turns kindRun/kindHTTP into lower case: poll for the next request after answering.
 	pollBit byte = 0x20
+	// fdBit: the payload is in the memfd passed with the message.
+	fdBit byte = 0x80
 )
 
 // maxFrame bounds what a worker may send back, so a broken worker cannot make the replica allocate without limit.
@@ -39,8 +41,9 @@ func appendFrame(dst []byte, kind byte, payload ...[]byte) []byte {
 	return dst
 }
 
-// readFrame reads one frame; the payload is freshly allocated because results outlive the call.
-func readFrame(r *bufio.Reader) (byte, []byte, error) {
+// readFrame reads one frame and nothing after it; the payload is freshly allocated because results
+// outlive the call.
+func readFrame(r io.Reader) (byte, []byte, error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err

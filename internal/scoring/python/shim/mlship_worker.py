@@ -1,13 +1,20 @@
 """mlship scoring worker: runs an Azure ML entry script (init() once, run() per request).
 
-Speaks length-prefixed frames over fd 3 (a socketpair from the Go replica), so print() in user
-code goes to stdout, which the replica logs, and cannot corrupt the protocol.
-Frame: 4-byte big-endian payload length, 1 byte kind, payload.
+Requests come from fd 4, a SOCK_SEQPACKET socket every worker of the replica shares: each message
+is taken by exactly one worker, the first free one, so a request never waits behind a busy worker
+while another is free. A message is 8-byte id, 8-byte deadline (CLOCK_MONOTONIC ns, 0 for none),
+1-byte kind, payload; a large payload comes instead as a memfd passed with the message.
+Before running a request the worker records its id in its 8-byte slot of the memory fd 5 maps,
+so the replica knows which request a worker that crashes or overruns its timeout was running; the
+8 bytes after the slot are the worker's state word (see _Queue). Answers go back over fd 3 (this worker's own socketpair with the replica) as frames: 4-byte
+big-endian payload length, 1 byte kind, payload; the payload of an answer starts with the id.
+print() in user code goes to stdout, which the replica logs, and cannot corrupt the protocol.
 """
 import gc
 import importlib.util
 import inspect
 import json
+import mmap
 import os
 import socket
 import struct
@@ -23,6 +30,7 @@ K_HTTP = 0x48  # 'H' 4-byte meta length, meta JSON, body (for @rawhttp scripts)
 # The same kinds in lower case ('r', 'h') ask the worker to poll for the next request after
 # answering, instead of sleeping: the replica has a core to spare and the worker is its hot one.
 K_POLL = 0x20
+K_FD = 0x80  # the payload is in the memfd passed with the message
 # Frame kinds, worker -> Go.
 K_READY = 0x49  # 'I' init() returned; payload JSON info
 K_INIT_ERR = 0x45  # 'E' init() raised; payload JSON {type,message,traceback}
@@ -30,6 +38,11 @@ K_JSON = 0x4A  # 'J' result JSON
 K_RAW = 0x41  # 'A' AMLResponse: 4-byte meta length, meta JSON {status,headers,content_type}, body
 K_RAISED = 0x58  # 'X' run() raised; payload JSON {type,message,traceback}
 K_BAD_INPUT = 0x42  # 'B' input did not match the schema; payload message
+K_EXPIRED = 0x54  # 'T' the request's deadline had passed when the worker took it: not run
+
+_MSG = struct.Struct(">QQB")  # id, deadline, kind
+_ID = struct.Struct(">Q")
+_INLINE_MAX = 64 << 10  # the replica passes larger payloads as a memfd
 
 
 class BadInput(Exception):
@@ -40,71 +53,115 @@ def _send(sock, kind, payload):
     sock.sendall(_HDR.pack(len(payload), kind) + payload)
 
 
-class _Reader:
-    """Buffered frame reader over the protocol socket that polls briefly before sleeping.
+# A worker's state word, next to its slot, tells the replica whether to wake it for a new request.
+ST_BUSY = 0  # running a request (it looks at the queue again before it sleeps)
+ST_SPIN = 1  # polling the queue
+ST_SLEEP = 2  # asleep on fd 3; the replica writes a byte there to wake it
+# 3 is the replica's WAKING (it sent the byte), 4 its STARTING (before the worker's loop runs).
 
-    Waking a sleeping process costs tens of microseconds on virtual machines, more than a small
-    model's run(); a worker that polls for spin_ns after each answer usually finds the next request
-    already there and never sleeps while the replica is busy.
+
+class _Queue:
+    """Takes requests from the socket all workers share.
+
+    An idle worker does not sleep in the shared queue: the kernel would wake the one that slept
+    longest, whose caches are cold. It sleeps on its own socket instead, with its state word set
+    to ST_SLEEP, and the replica wakes the most recently used sleeper when a request needs one.
+    After a lone request (the kind's K_POLL bit) the worker polls the queue for spin_ns first:
+    waking a sleeping process costs tens of microseconds on virtual machines, more than a small
+    model's run().
     """
 
-    def __init__(self, sock, spin_ns):
+    def __init__(self, sock, wake, state, index, workers, spin_ns):
         self.sock = sock
+        self.wake = wake
+        self.state = state
+        self.index = index
+        # The state words of the other workers: one polling worker is enough (two would take both
+        # cores from the replica and the clients).
+        self.others = [2 * i + 1 for i in range(workers) if 2 * i + 1 != index]
         self.spin_ns = spin_ns
         self.poll = False  # set per request by the replica (K_POLL)
         # Polls in a row that ended without a request (requests are sparse, or the replica shares
-        # this core): after 3, only every 64th poll request is honoured.
+        # this core): after 3, only every 8th poll request is honoured.
         self.misses = 0
-        self.frames = 0
-        self.buf = bytearray()
+        self.taken = 0
+        self.buf = bytearray(_MSG.size + _INLINE_MAX + 1)
+        self.view = memoryview(self.buf)
+        self.anc = socket.CMSG_SPACE(4)
 
-    def _more(self):
-        if self.poll and self.spin_ns > 0 and (self.misses < 3 or self.frames % 64 == 0):
+    def _try(self):
+        """A message from the queue without waiting: (n, ancillary, flags), or None if it is empty."""
+        try:
+            return self.sock.recvmsg_into([self.buf], self.anc, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+
+    def _next(self):
+        got = self._try()
+        if got is not None:
+            return got
+        self.taken += 1
+        state = self.state
+        if (self.poll and self.spin_ns > 0 and (self.misses < 3 or self.taken % 8 == 0)
+                and not any(state[i] == ST_SPIN for i in self.others)):
+            self.state[self.index] = ST_SPIN
             deadline = time.perf_counter_ns() + self.spin_ns
-            recv, flags = self.sock.recv, socket.MSG_DONTWAIT
             while True:
-                try:
-                    data = recv(1 << 16, flags)
+                got = self._try()
+                if got is not None:
                     self.misses = 0
+                    return got
+                if time.perf_counter_ns() > deadline:
+                    self.misses += 1
                     break
-                except BlockingIOError:
-                    if time.perf_counter_ns() > deadline:
-                        self.misses += 1
-                        data = self.sock.recv(1 << 16)
-                        break
-        else:
-            data = self.sock.recv(1 << 16)
-        if not data:
-            return False
-        self.buf += data
-        return True
+        try:
+            # Wakes sent while this worker was awake (it took the request itself) are stale: one
+            # left in the socket would wake it at once, and it could take a request the replica
+            # woke the most recently used worker for.
+            while self.wake.recv(64, socket.MSG_DONTWAIT):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            # Say "asleep" before the last look: a request queued after that look finds the state
+            # word set, and the replica wakes this worker.
+            self.state[self.index] = ST_SLEEP
+            got = self._try()
+            if got is not None:
+                return got
+            if not self.wake.recv(64):
+                return 0, [], 0  # the replica is gone
+            self.state[self.index] = ST_SPIN
 
-    def frame(self):
-        """The next (kind, payload), or (None, None) at EOF."""
-        self.frames += 1
-        buf = self.buf
-        while len(buf) < 5:
-            if not self._more():
-                return None, None
-        n, kind = _HDR.unpack_from(buf)
-        end = 5 + n
-        if len(buf) >= end:
-            payload = bytes(buf[5:end])
-            del buf[:end]
-            return kind, payload
-        # A large body: receive the rest straight into one buffer instead of growing this one.
-        payload = bytearray(n)
-        have = len(buf) - 5
-        payload[:have] = buf[5:]
-        del buf[:]
-        view = memoryview(payload)
-        while have < n:
-            got = self.sock.recv_into(view[have:])
-            if not got:
-                return None, None
-            have += got
-        view.release()
-        return kind, bytes(payload)
+    def take(self):
+        """The next (id, deadline, kind, payload), or None when the replica closed the queue."""
+        n, anc, mflags, _ = self._next()
+        self.state[self.index] = ST_BUSY
+        fd = -1
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fd = int.from_bytes(data[:4], sys.byteorder)
+        if n == 0 and fd < 0:
+            return None
+        if n < _MSG.size or mflags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise RuntimeError("malformed request message from the replica (%d bytes, flags %#x)" % (n, mflags))
+        rid, deadline, kind = _MSG.unpack_from(self.buf)
+        if fd >= 0:
+            try:
+                size = os.fstat(fd).st_size
+                parts, have = [], 0
+                while have < size:
+                    part = os.pread(fd, size - have, have)
+                    if not part:
+                        break
+                    parts.append(part)
+                    have += len(part)
+                payload = b"".join(parts)
+            finally:
+                os.close(fd)
+        else:
+            payload = bytes(self.view[_MSG.size:n])
+        return rid, deadline, kind, payload
 
 
 def _error(e):
@@ -224,20 +281,25 @@ class _Request:
         return self.get_json(silent=True)
 
 
-def _answer(sock, out):
+def _answer(sock, rid, out):
     aml = sys.modules.get("azureml.contrib.services.aml_response")
     if aml is not None and isinstance(out, aml.AMLResponse):
         body, meta = out._mlship_encode()
         m = json.dumps(meta).encode()
-        _send(sock, K_RAW, struct.pack(">I", len(m)) + m + body)
+        _send(sock, K_RAW, rid + struct.pack(">I", len(m)) + m + body)
         return
-    _send(sock, K_JSON, json.dumps(out, default=_json_default).encode())
+    _send(sock, K_JSON, rid + json.dumps(out, default=_json_default).encode())
 
 
 def main():
     sock = socket.socket(fileno=3)
-    os.set_inheritable(3, False)  # processes the user's code starts must not hold the protocol socket
-    rfile = _Reader(sock, int(os.environ.get("MLSHIP_WORKER_POLL_US", "0") or 0) * 1000)
+    slots = memoryview(mmap.mmap(5, 0)).cast("Q")
+    slot = 2 * int(os.environ["MLSHIP_WORKER_SLOT"])  # the request id; the state word follows it
+    queue = _Queue(socket.socket(fileno=4), sock, slots, slot + 1, int(os.environ["MLSHIP_WORKERS"]),
+                   int(os.environ.get("MLSHIP_WORKER_POLL_US", "0") or 0) * 1000)
+    os.close(5)  # the mapping stays
+    for fd in (3, 4):
+        os.set_inheritable(fd, False)  # processes the user's code starts must not hold the protocol sockets
     entry = os.environ["MLSHIP_ENTRY_SCRIPT"]
     source_dir = os.environ.get("MLSHIP_SOURCE_DIR") or os.path.dirname(entry)
     shim_dir = os.path.dirname(os.path.abspath(__file__))
@@ -273,12 +335,19 @@ def main():
     gc.freeze()
     _send(sock, K_READY, json.dumps(info).encode())
 
+    monotonic_ns = time.monotonic_ns
     while True:
-        kind, payload = rfile.frame()
-        if kind is None:
-            return  # the replica closed the socket: shut down
-        rfile.poll = bool(kind & K_POLL)
-        kind &= ~K_POLL
+        msg = queue.take()
+        if msg is None:
+            return  # the replica closed the queue: shut down
+        rid, deadline, kind, payload = msg
+        slots[slot] = rid  # before anything else: the replica reads it if this worker dies
+        queue.poll = bool(kind & K_POLL)
+        kind &= ~(K_POLL | K_FD)
+        rid = _ID.pack(rid)
+        if deadline and monotonic_ns() >= deadline:
+            _send(sock, K_EXPIRED, rid)  # its caller has been answered 504; do not run it
+            continue
         try:
             if kind == K_HTTP:
                 (mlen,) = struct.unpack(">I", payload[:4])
@@ -290,14 +359,13 @@ def main():
                 except UnicodeDecodeError as e:
                     raise BadInput("request body is not UTF-8: %s" % e)
                 out = schema.call(body) if schema is not None else run(body)
-            _answer(sock, out)
+            _answer(sock, rid, out)
         except BadInput as e:
-            _send(sock, K_BAD_INPUT, str(e).encode())
+            _send(sock, K_BAD_INPUT, rid + str(e).encode())
         except Exception as e:
             sys.stderr.write(traceback.format_exc())
             sys.stderr.flush()
-            _send(sock, K_RAISED, _error(e))
-
+            _send(sock, K_RAISED, rid + _error(e))
 
 if __name__ == "__main__":
     main()
