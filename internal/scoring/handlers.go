@@ -206,6 +206,12 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	if rc, ok := s.backend.(backend.RestartCounter); ok {
 		g.restarts = rc.Restarts()
 	}
+	if qr, ok := s.backend.(backend.QueueReporter); ok {
+		// Admitted requests waiting for a free worker are queued too, not being run.
+		q := min(int64(qr.Queued()), g.inFlight)
+		g.queued += q
+		g.inFlight -= q
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	s.metrics.write(w, g)
 }

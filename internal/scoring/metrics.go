@@ -68,7 +68,7 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintln(w, "# HELP mlship_scoring_requests_in_flight Scoring requests being run by the model.")
 	fmt.Fprintln(w, "# TYPE mlship_scoring_requests_in_flight gauge")
 	fmt.Fprintf(w, "mlship_scoring_requests_in_flight %d\n", g.inFlight)
-	fmt.Fprintln(w, "# HELP mlship_scoring_queue_depth Scoring requests waiting for a concurrency slot.")
+	fmt.Fprintln(w, "# HELP mlship_scoring_queue_depth Scoring requests waiting for a concurrency slot or, once admitted, for a free worker.")
 	fmt.Fprintln(w, "# TYPE mlship_scoring_queue_depth gauge")
 	fmt.Fprintf(w, "mlship_scoring_queue_depth %d\n", g.queued)
 	fmt.Fprintln(w, "# HELP mlship_scoring_worker_restarts_total Workers replaced after crashing or exceeding the scoring timeout.")

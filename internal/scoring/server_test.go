@@ -601,3 +601,26 @@ func TestStopDuringInitIsClean(t *testing.T) {
 		t.Fatal("Start did not return after its context ended during init")
 	}
 }
+
+// Requests admitted but waiting for a free Python worker count in the queue depth, not in flight.
+func TestMetricsQueueDepthIncludesRequestsWaitingForAWorker(t *testing.T) {
+	t.Parallel()
+	r := faultsReplica(t, Config{Workers: 1, MaxConcurrentRequests: 8})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); do(t, "POST", r.url+"/score", `{"sleep": 0.4}`) }()
+	}
+	defer wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := do(t, "GET", r.url+"/metrics", "").body
+		if strings.Contains(m, "mlship_scoring_queue_depth 3\n") && strings.Contains(m, "mlship_scoring_requests_in_flight 1\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with 1 worker running 1 of 4 admitted requests, want queue depth 3 and 1 in flight:\n%s", m)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

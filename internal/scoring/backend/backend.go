@@ -101,3 +101,8 @@ type Inferer interface {
 type RestartCounter interface {
 	Restarts() uint64
 }
+
+// QueueReporter is implemented by backends that hold admitted requests until a worker is free.
+type QueueReporter interface {
+	Queued() int // admitted requests no worker has started yet
+}

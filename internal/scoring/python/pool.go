@@ -398,6 +398,18 @@ func payloadFile(meta, body []byte) (*os.File, error) {
 	return f, nil
 }
 
+// Queued implements backend.QueueReporter: requests sent and not answered, less the workers
+// running one. A sample, not exact: states change while it is read.
+func (p *Pool) Queued() int {
+	busy := 0
+	for i := range p.workers {
+		if p.slots.state(i) == stBusy && p.workers[i].Load() != nil {
+			busy++
+		}
+	}
+	return max(0, int(p.inflight.Load())-busy)
+}
+
 // Worker states, in the word after each slot; the worker sets the first three (see mlship_worker.py).
 const (
 	stBusy     = 0 // running a request; it looks at the queue again before it sleeps

@@ -618,3 +618,29 @@ func TestReadFrameReadsNothingAfterTheFrame(t *testing.T) {
 		t.Fatalf("after the frame the reader holds %q, want the next frame %q", rest, second)
 	}
 }
+
+// Queued counts the admitted requests no worker has started: the /metrics queue depth includes them.
+func TestPoolQueuedCountsRequestsWaitingForAWorker(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 1)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := score(t, p, `{"sleep": 0.3}`, 20*time.Second); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Queued() != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Queued() = %d with one request running and three waiting, want 3", p.Queued())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	if q := p.Queued(); q != 0 {
+		t.Fatalf("Queued() = %d after every request was answered, want 0", q)
+	}
+}
