@@ -677,7 +677,11 @@ func newSlots(n int) (*slots, error) {
 		f.Close()
 		return nil, fmt.Errorf("worker slots: %w", err)
 	}
-	return &slots{file: f, mem: mem}, nil
+	sl := &slots{file: f, mem: mem}
+	// Unmapped only once nothing can reach it: a request, a reader or a metrics scrape still
+	// running when the pool closes reads it, and unmapping it then would crash the process.
+	runtime.AddCleanup(sl, func(mem []byte) { unix.Munmap(mem) }, mem)
+	return sl, nil
 }
 
 // The worker stores its words with aligned 8-byte writes in native byte order.
@@ -690,10 +694,8 @@ func (s *slots) casState(i int, old, v uint64) bool {
 	return atomic.CompareAndSwapUint64(s.word(2*i+1), old, v)
 }
 
-func (s *slots) close() {
-	unix.Munmap(s.mem)
-	s.file.Close()
-}
+// close closes the file; the mapping stays until the slots are garbage (see newSlots).
+func (s *slots) close() { s.file.Close() }
 
 // monotonic is CLOCK_MONOTONIC, the clock Python's time.monotonic_ns() reads, in nanoseconds. It
 // is computed from Go's monotonic clock, which is CLOCK_MONOTONIC read without a system call.

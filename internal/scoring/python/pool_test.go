@@ -644,3 +644,50 @@ func TestPoolQueuedCountsRequestsWaitingForAWorker(t *testing.T) {
 		t.Fatalf("Queued() = %d after every request was answered, want 0", q)
 	}
 }
+
+// Closing the pool while requests and metrics scrapes are running answers them ErrNotReady (or
+// lets them finish); none of them may touch released shared memory and crash the process.
+func TestPoolCloseWhileScoring(t *testing.T) {
+	p, _ := startPool(t, "faults.py", 2)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := p.Score(ctx, &backend.Request{Body: []byte(`{}`)})
+				cancel()
+				if errors.Is(err, backend.ErrNotReady) {
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				p.Queued()
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	p.Close()
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("request during Close: %v, want success or ErrNotReady", err)
+	}
+}
