@@ -275,7 +275,7 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 	p.inflight.Add(1)
 	p.pendMu.Unlock()
 	if err := p.send(id, mono, req, poll, deadline); err != nil {
-		p.forget(id)
+		p.untrack(id)
 		return nil, err
 	}
 	p.wake()
@@ -291,7 +291,7 @@ func (p *Pool) Score(ctx context.Context, req *backend.Request) (*backend.Result
 	case <-timeout:
 		o = p.expire(id, done, mono)
 	case <-p.closed:
-		p.forget(id)
+		p.untrack(id)
 		return nil, backend.ErrNotReady
 	}
 	if me := (*backend.ModelError)(nil); errors.As(o.err, &me) {
@@ -487,8 +487,6 @@ func (p *Pool) untrack(id uint64) (chan outcome, bool) {
 	return done, ok
 }
 
-func (p *Pool) forget(id uint64) { p.untrack(id) }
-
 // expire answers a request whose deadline passed. A worker running it is killed and replaced; a
 // request still queued is dropped here, and the worker that takes it later sees the deadline passed
 // and does not run it.
@@ -522,7 +520,6 @@ func (p *Pool) workerGone(w *worker, cause error) {
 	if !p.workers[w.id-1].CompareAndSwap(w, nil) {
 		return // already handled
 	}
-	w.failed.Store(true)
 	w.kill()
 	p.slots.setState(w.id-1, stStarting)
 	// Requests queued while it polled were left to it: wake another worker for them.

@@ -30,7 +30,6 @@ type worker struct {
 	cmd    *exec.Cmd
 	conn   *net.UnixConn
 	raw    syscall.RawConn
-	fd     int // conn's descriptor, read with raw system calls by the reader
 	exited chan struct{}
 	err    error // cmd.Wait's result, set before exited closes
 	info   initInfo
@@ -106,7 +105,6 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 		return nil, fmt.Errorf("worker %d: %w", id, err)
 	}
 	w := &worker{id: id, cmd: cmd, conn: conn, raw: raw, exited: make(chan struct{})}
-	raw.Control(func(fd uintptr) { w.fd = int(fd) })
 	go func() {
 		w.err = cmd.Wait()
 		out.flush()
@@ -151,8 +149,8 @@ func (p *Pool) startWorker(ctx context.Context, id int) (*worker, error) {
 // hands the worker to gone.
 func (w *worker) readAnswers(deliver func(id uint64, o outcome), gone func(*worker, error)) {
 	var cause error
-	err := w.raw.Read(func(uintptr) bool {
-		cause = w.drain(deliver)
+	err := w.raw.Read(func(fd uintptr) bool {
+		cause = w.drain(fd, deliver)
 		return cause != nil
 	})
 	if cause == nil {
@@ -164,7 +162,7 @@ func (w *worker) readAnswers(deliver func(id uint64, o outcome), gone func(*work
 
 // drain reads until the socket has nothing more, delivering each complete answer; it returns the
 // error that ended the socket, if one did.
-func (w *worker) drain(deliver func(id uint64, o outcome)) error {
+func (w *worker) drain(fd uintptr, deliver func(id uint64, o outcome)) error {
 	for {
 		for {
 			id, o, n := w.parse()
@@ -187,7 +185,7 @@ func (w *worker) drain(deliver func(id uint64, o outcome)) error {
 			w.buf = nb
 		}
 		free := w.buf[len(w.buf):cap(w.buf)]
-		r, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(w.fd), uintptr(unsafe.Pointer(&free[0])), uintptr(len(free)))
+		r, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&free[0])), uintptr(len(free)))
 		switch n := int(r); {
 		case errno == syscall.EAGAIN:
 			return nil

@@ -42,7 +42,7 @@ K_EXPIRED = 0x54  # 'T' the request's deadline had passed when the worker took i
 
 _MSG = struct.Struct(">QQB")  # id, deadline, kind
 _ID = struct.Struct(">Q")
-_INLINE_MAX = 64 << 10  # the replica passes larger payloads as a memfd
+_INLINE_MAX = 16 << 10  # inlineMax in pool.go: the replica passes larger payloads as a memfd
 
 
 class BadInput(Exception):
