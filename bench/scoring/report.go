@@ -30,7 +30,7 @@ func writeReport(o options, reports []report) error {
 	fmt.Fprintf(&b, "Closed loop over loopback: C clients with keep-alive connections (gunicorn's sync workers close after each response, so its clients reconnect, as they do against Azure ML's server). "+
 		"%d warm-up requests, then %d rounds of %d measured requests per server, alternating between the servers; each cell is the median round by throughput. Both servers run %d Python workers with BLAS/OpenMP threads pinned to 1; "+
 		"mlship runs with --max-concurrent-requests %d (16 per worker: requests wait in the workers' shared queue, first come first served, rather than for admission) and --max-queue-wait-ms 60000 so no request is shed; gunicorn queues without limit in its listen backlog. "+
-		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers.\n\n", o.warmup, o.rounds, o.n, o.workers, 16*o.workers)
+		"The load generator (bench/scoring/load.go) runs on the same 2 cores as the servers; it reads and writes with raw system calls, so its own Go runtime does not wake a second thread on every request (which delayed the servers by 40–60 µs at one client).\n\n", o.warmup, o.rounds, o.n, o.workers, 16*o.workers)
 	for _, r := range reports {
 		sc := r.scenario
 		fmt.Fprintf(&b, "## %s\n\n", sc.name)
