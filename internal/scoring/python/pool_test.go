@@ -139,6 +139,11 @@ func TestPoolAzureContract(t *testing.T) {
 	if err != nil || string(res.Body) != `"plain"` {
 		t.Fatalf("str result = %q, %v", res.Body, err)
 	}
+	// Values json cannot encode by itself go through the converter (sets, bytes; numpy's tolist).
+	res, err = p.Score(ctx, &backend.Request{Body: []byte(`{"convert": 1}`)})
+	if want := `{"set": [3], "bytes": "hi", "tuple": [1, 2]}`; err != nil || string(res.Body) != want {
+		t.Fatalf("converted result = %q, %v; want %s", res.Body, err, want)
+	}
 }
 
 func TestPoolRunRaises(t *testing.T) {

@@ -42,4 +42,6 @@ def run(raw_data):
         return {"frozen": gc.get_freeze_count()}
     if "unserializable" in req:
         return object()
+    if "convert" in req:
+        return {"set": {3}, "bytes": b"hi", "tuple": (1, 2)}
     return {"echo": req.get("echo"), "pid": os.getpid(), "calls": calls, "model": model, "path0": sys.path[0]}
