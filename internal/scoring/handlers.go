@@ -105,7 +105,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (body *bytes.Buff
 	if err := s.lim.acquire(r.Context()); err != nil {
 		putBuf(body)
 		if errors.Is(err, errQueueTimeout) {
-			writeError(w, 503, fmt.Sprintf("the replica is busy: %d requests in flight (maxConcurrentRequestsPerContainer) and none finished within maxQueueWaitMs=%d; retry later", cap(s.lim.slots), s.cfg.MaxQueueWait.Milliseconds()))
+			writeError(w, 503, s.busyMessage())
 			return nil, nil, nil, 503
 		}
 		return nil, nil, nil, 499 // client went away while queued
@@ -160,32 +160,39 @@ func (s *Server) score(w http.ResponseWriter, r *http.Request) int {
 
 // writeBackendError maps a backend error to its status; the messages tell the caller what happened.
 func (s *Server) writeBackendError(w http.ResponseWriter, err error) int {
+	code, msg := s.backendErrorStatus(err)
+	if code != 499 {
+		writeError(w, code, msg)
+	}
+	return code
+}
+
+// backendErrorStatus is the status and message for a backend error (499: the client went away).
+func (s *Server) backendErrorStatus(err error) (int, string) {
 	var me *backend.ModelError
 	switch {
 	case errors.Is(err, backend.ErrBadInput):
-		writeError(w, 400, err.Error())
-		return 400
+		return 400, err.Error()
 	case errors.As(err, &me):
-		writeError(w, 502, me.Error())
-		return 502
+		return 502, me.Error()
 	case errors.Is(err, backend.ErrWorkerCrashed):
-		writeError(w, 502, "the scoring worker died while running this request; see the replica log ("+err.Error()+")")
-		return 502
+		return 502, "the scoring worker died while running this request; see the replica log (" + err.Error() + ")"
 	case errors.Is(err, backend.ErrTimeout):
-		writeError(w, 504, fmt.Sprintf("scoring did not finish within scoringTimeoutMs=%d", s.cfg.ScoringTimeout.Milliseconds()))
-		return 504
+		return 504, fmt.Sprintf("scoring did not finish within scoringTimeoutMs=%d", s.cfg.ScoringTimeout.Milliseconds())
 	case errors.Is(err, backend.ErrNotReady):
-		writeError(w, 503, "the model is not ready")
-		return 503
+		return 503, "the model is not ready"
 	case errors.Is(err, backend.ErrUnsupported):
-		writeError(w, 501, err.Error())
-		return 501
+		return 501, err.Error()
 	case errors.Is(err, context.Canceled):
-		return 499
+		return 499, ""
 	}
 	s.logger.Error("scoring failed", "err", err)
-	writeError(w, 500, err.Error())
-	return 500
+	return 500, err.Error()
+}
+
+// busyMessage answers a request that waited maxQueueWaitMs for a concurrency slot (503).
+func (s *Server) busyMessage() string {
+	return fmt.Sprintf("the replica is busy: %d requests in flight (maxConcurrentRequestsPerContainer) and none finished within maxQueueWaitMs=%d; retry later", cap(s.lim.slots), s.cfg.MaxQueueWait.Milliseconds())
 }
 
 func (s *Server) handleSwagger(w http.ResponseWriter, r *http.Request) {

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/mlship/mlship/internal/scoring/backend"
 	"github.com/mlship/mlship/internal/scoring/rawconn"
 )
@@ -108,12 +110,7 @@ func (s *Server) start(ctx context.Context) error {
 	}
 	s.addr = ln.Addr().String()
 	close(s.listenCh)
-	hs := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
-	}
+	hs := s.newHTTPServer()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(rawconn.Listener{Listener: ln}) }()
 
@@ -157,14 +154,13 @@ func (s *Server) start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) shutdown(hs *http.Server) {
+func (s *Server) shutdown(hs *fasthttp.Server) {
 	s.ready.Store(false)
 	grace := min(s.cfg.ScoringTimeout+s.lim.wait, 5*time.Minute)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
+	if err := hs.ShutdownWithContext(sctx); err != nil {
 		s.logger.Warn("requests still running at shutdown were cut off", "err", err)
-		hs.Close()
 	}
 	s.backend.Close()
 	s.logger.Info("replica stopped")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -288,8 +289,16 @@ func TestQueueOverflowIs503(t *testing.T) {
 
 func TestBodyOverLimitIs413(t *testing.T) {
 	r := faultsReplica(t, Config{MaxBodyBytes: 1000})
-	if a := do(t, "POST", r.url+"/score", `{"echo": "`+strings.Repeat("x", 2000)+`"}`); a.code != 413 {
+	if a := do(t, "POST", r.url+"/score", `{"echo": "`+strings.Repeat("x", 2000)+`"}`); a.code != 413 || a.body != `{"status_code":413,"message":"request body is over the 1000-byte limit"}` {
 		t.Fatalf("= %d %s", a.code, a.body)
+	}
+	// The OIP route has the same limit.
+	if a := do(t, "POST", r.url+"/v2/models/model/infer", strings.Repeat(" ", 2000)); a.code != 413 {
+		t.Fatalf("infer = %d %s", a.code, a.body)
+	}
+	// A body at the limit is read and scored.
+	if a := do(t, "POST", r.url+"/score", `{"echo": "`+strings.Repeat("x", 980)+`"}`); a.code != 200 {
+		t.Fatalf("at the limit = %d %s", a.code, a.body[:min(len(a.body), 200)])
 	}
 	// Without Content-Length (chunked) the limit holds too.
 	req, _ := http.NewRequest("POST", r.url+"/score", io.MultiReader(strings.NewReader(strings.Repeat(" ", 1500)), strings.NewReader("{}")))
@@ -301,6 +310,47 @@ func TestBodyOverLimitIs413(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 413 {
 		t.Fatalf("chunked = %d", res.StatusCode)
+	}
+}
+
+// POST /score has its own fast path (fast.go); what run() answers must reach the client as the
+// other routes would send it: status, headers and content type of an AMLResponse, and the replica's
+// JSON errors for requests it cannot read.
+func TestScoreFastPathAnswers(t *testing.T) {
+	r := faultsReplica(t, Config{})
+	a := do(t, "POST", r.url+"/score", `{"aml": "test"}`)
+	if a.code != 418 || a.body != `{"because": "test"}` || a.header.Get("X-Why") != "asked" || a.header.Get("X-Count") != "5" ||
+		a.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("AMLResponse = %d %q %v", a.code, a.body, a.header)
+	}
+	a = do(t, "POST", r.url+"/score", `{"str": "plain"}`)
+	if a.code != 200 || a.body != `"plain"` || a.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("str = %d %q %v", a.code, a.body, a.header)
+	}
+	raw := func(req string) string {
+		c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c) // the replica closes the connection after an unreadable request
+		return string(b)
+	}
+	if got := raw("POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n{}"); !strings.HasPrefix(got, "HTTP/1.1 400") ||
+		!strings.Contains(got, `"message":"malformed HTTP request: `) {
+		t.Fatalf("malformed request answered %q", got)
+	}
+	if got := raw("POST /score HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\nContent-Length: 2\r\n\r\n{}"); !strings.HasPrefix(got, "HTTP/1.1 431") ||
+		!strings.Contains(got, "over 16 KiB") {
+		t.Fatalf("oversized headers answered %q", got[:min(len(got), 300)])
+	}
+	// The connection keeps working for well-formed requests after all that.
+	if a := do(t, "POST", r.url+"/score", `{"echo": 1}`); a.code != 200 {
+		t.Fatalf("after bad requests = %d %s", a.code, a.body)
 	}
 }
 

@@ -42,6 +42,9 @@ def run(raw_data):
         return {"frozen": gc.get_freeze_count()}
     if "unserializable" in req:
         return object()
+    if "aml" in req:
+        from azureml.contrib.services.aml_response import AMLResponse
+        return AMLResponse({"because": req["aml"]}, 418, {"X-Why": "asked", "X-Count": 5}, json_str=True)
     if "convert" in req:
         return {"set": {3}, "bytes": b"hi", "tuple": (1, 2)}
     return {"echo": req.get("echo"), "pid": os.getpid(), "calls": calls, "model": model, "path0": sys.path[0]}
