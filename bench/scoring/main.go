@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/mlship/mlship/internal/cli/cmdutil"
 	"github.com/mlship/mlship/internal/cli/score"
 	"github.com/mlship/mlship/internal/scoring/rawconn"
@@ -119,9 +121,9 @@ func loadOnly(args []string) int {
 	return 0
 }
 
-// bare is the floor for any HTTP server on this machine: Go's net/http with one P and raw socket
-// calls (as mlship's replica runs for entry scripts) reading the body and answering a constant,
-// no model at all.
+// bare is the floor for any HTTP server on this machine: the replica's own HTTP stack (fasthttp on
+// raw socket calls, one P, as mlship's replica runs for entry scripts) reading the body and
+// answering a constant, no model at all.
 func bare() int {
 	runtime.GOMAXPROCS(1)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,11 +132,12 @@ func bare() int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, score.ReadyPrefix+l.Addr().String())
-	http.Serve(rawconn.Listener{Listener: l}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte("[0]"))
-	}))
+	srv := &fasthttp.Server{NoDefaultServerHeader: true, Handler: func(fc *fasthttp.RequestCtx) {
+		_ = fc.PostBody()
+		fc.SetContentType("application/json")
+		fc.SetBodyString("[0]")
+	}}
+	srv.Serve(rawconn.Listener{Listener: l})
 	return 0
 }
 

@@ -66,7 +66,7 @@ func writeReport(o options, reports []report) error {
 				fmt.Fprintf(&b, "Per-request overhead of mlship at 1 client (served p50 − in-process p50, client included): **%.0f µs**.\n", p50c1-r.inproc.P50us)
 				if r.bare != nil {
 					bp := us(r.bare.Percentile(.5))
-					fmt.Fprintf(&b, "A bare Go net/http server (one P, reads the body, answers a constant; same client, same rounds) answers in p50 %.0f µs, p99 %.0f µs: "+
+					fmt.Fprintf(&b, "A bare server on the replica's HTTP stack (fasthttp on raw socket calls, one P; reads the body, answers a constant; same client, same rounds) answers in p50 %.0f µs, p99 %.0f µs: "+
 						"the loopback HTTP round trip any server pays here. mlship's overhead beyond it and `run()` (served p50 − bare p50 − in-process p50): **%.0f µs**.\n",
 						bp, us(r.bare.Percentile(.99)), p50c1-bp-r.inproc.P50us)
 				}
