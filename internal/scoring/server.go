@@ -131,13 +131,13 @@ func (s *Server) start(ctx context.Context) error {
 	if err != nil && ctx.Err() != nil {
 		// Asked to stop while loading: a clean exit, not a failed model.
 		s.logger.Info("stopped while loading the model")
-		s.shutdown(hs)
+		s.shutdown(hs, ln)
 		return nil
 	}
 	if err != nil {
 		// The worker already logged the traceback line by line, just above.
 		s.logger.Error("model initialization failed; the replica will not become ready", "err", err)
-		s.shutdown(hs)
+		s.shutdown(hs, ln)
 		return fmt.Errorf("load model from %s: %w", s.cfg.ModelDir, err)
 	}
 	s.ready.Store(true)
@@ -147,14 +147,14 @@ func (s *Server) start(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		s.shutdown(hs)
+		s.shutdown(hs, ln)
 		return fmt.Errorf("serve: %w", err)
 	}
-	s.shutdown(hs)
+	s.shutdown(hs, ln)
 	return nil
 }
 
-func (s *Server) shutdown(hs *fasthttp.Server) {
+func (s *Server) shutdown(hs *fasthttp.Server, ln net.Listener) {
 	s.ready.Store(false)
 	grace := min(s.cfg.ScoringTimeout+s.lim.wait, 5*time.Minute)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -162,6 +162,9 @@ func (s *Server) shutdown(hs *fasthttp.Server) {
 	if err := hs.ShutdownWithContext(sctx); err != nil {
 		s.logger.Warn("requests still running at shutdown were cut off", "err", err)
 	}
+	// fasthttp's shutdown does nothing to a Serve that has not started yet (a model that fails at
+	// once): closed here, the listener makes such a Serve return.
+	ln.Close()
 	s.backend.Close()
 	s.logger.Info("replica stopped")
 }

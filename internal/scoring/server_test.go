@@ -674,3 +674,34 @@ func TestMetricsQueueDepthIncludesRequestsWaitingForAWorker(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// failingBackend fails Start at once, before the HTTP server's goroutine may even have run.
+type failingBackend struct{}
+
+func (failingBackend) Start(context.Context) error {
+	return fmt.Errorf("%w: broken at once", backend.ErrInit)
+}
+func (failingBackend) Score(context.Context, *backend.Request) (*backend.Result, error) {
+	return nil, backend.ErrNotReady
+}
+func (failingBackend) Metadata() backend.Metadata { return backend.Metadata{} }
+func (failingBackend) Close() error               { return nil }
+
+// A model that fails to load at once leaves nothing listening: the port is free again when Start
+// returns, every time.
+func TestFailedStartReleasesThePort(t *testing.T) {
+	for i := range 20 {
+		s, err := NewWithBackend(Config{Addr: "127.0.0.1:0"}, failingBackend{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); !errors.Is(err, backend.ErrInit) {
+			t.Fatalf("Start = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // time for a late Serve to accept, had it been left running
+		if c, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
+			c.Close()
+			t.Fatalf("round %d: %s still accepts connections after a failed Start", i, s.Addr())
+		}
+	}
+}
