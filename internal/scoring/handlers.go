@@ -121,7 +121,9 @@ func (s *Server) handleScore(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) score(w http.ResponseWriter, r *http.Request) int {
-	if r.Method == http.MethodGet && !s.meta.RawHTTP {
+	// Whether the script is @rawhttp is known once the model is loaded (meta is set before ready);
+	// until then a GET gets admit's 503 like a POST.
+	if r.Method == http.MethodGet && s.ready.Load() && !s.meta.RawHTTP {
 		w.Header().Set("Allow", "POST")
 		writeError(w, 405, "GET /score is served only to @rawhttp entry scripts; POST the input")
 		return 405

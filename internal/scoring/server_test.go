@@ -401,6 +401,10 @@ func TestNotReadyDuringInit(t *testing.T) {
 	if a := do(t, "POST", url+"/score", "{}"); a.code != 503 || a.header.Get("Retry-After") == "" {
 		t.Errorf("score during init = %d", a.code)
 	}
+	// Whether GET /score is the script's (@rawhttp) is not known before the model loads.
+	if a := do(t, "GET", url+"/score", ""); a.code != 503 {
+		t.Errorf("GET /score during init = %d, want 503", a.code)
+	}
 	<-s.Ready()
 	if a := do(t, "POST", url+"/score", "{}"); a.code != 200 {
 		t.Errorf("score when ready = %d", a.code)
