@@ -45,6 +45,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true, // @rawhttp scripts get multipart bodies as sent
+		SecureErrorLogMessage:        true, // errors and logs never quote the request (its headers may hold keys)
 		Logger:                       fastLogger{s.logger},
 	}
 }
