@@ -37,6 +37,8 @@ type Config struct {
 	ScoringTimeout        time.Duration // scoringTimeoutMs, at most MaxScoringTimeout
 	InitTimeout           time.Duration // bound on loading the model (every worker's init())
 	MaxBodyBytes          int64
+	// RequestReadTimeout bounds reading one request, body included (408 after it); 5 minutes if 0.
+	RequestReadTimeout time.Duration
 
 	Python    string   // interpreter for entry scripts; /usr/bin/python3 if empty
 	PythonEnv []string // extra KEY=VALUE for Python workers
@@ -68,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.RequestReadTimeout == 0 {
+		c.RequestReadTimeout = 5 * time.Minute
 	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr

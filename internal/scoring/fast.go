@@ -40,7 +40,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ErrorHandler:                 s.requestError,
 		ReadBufferSize:               16 << 10, // request line and headers; over it: 431
 		MaxRequestBodySize:           int(s.cfg.MaxBodyBytes),
-		ReadTimeout:                  5 * time.Minute, // a whole request, body included
+		ReadTimeout:                  s.cfg.RequestReadTimeout, // a whole request, body included
 		IdleTimeout:                  120 * time.Second,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
@@ -108,7 +108,7 @@ func (s *Server) requestError(fc *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
 		code, msg = 431, "request line and headers are over 16 KiB"
 	case errors.As(err, &ne) && ne.Timeout():
-		code, msg = 408, "the request was not received in time"
+		code, msg = 408, fmt.Sprintf("the request was not received within %s", s.cfg.RequestReadTimeout)
 	}
 	writeFastError(fc, code, msg)
 	if string(fc.Path()) == "/score" {

@@ -355,6 +355,27 @@ func TestScoreFastPathAnswers(t *testing.T) {
 	}
 }
 
+// A request that does not arrive whole within RequestReadTimeout is answered 408.
+func TestSlowRequestIs408(t *testing.T) {
+	r := faultsReplica(t, Config{RequestReadTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"ec") // and no more
+	b, _ := io.ReadAll(c)
+	if got := string(b); !strings.HasPrefix(got, "HTTP/1.1 408") || !strings.Contains(got, "not received within 300ms") || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %s: %q", time.Since(start), got)
+	}
+	// A request sent at a normal pace is served.
+	if a := do(t, "POST", r.url+"/score", `{"echo": 1}`); a.code != 200 {
+		t.Fatalf("after bad requests = %d %s", a.code, a.body)
+	}
+}
+
 func TestInitRaisesNeverReady(t *testing.T) {
 	t.Parallel()
 	requirePython(t)
