@@ -64,18 +64,11 @@ func (s *Server) scoreFast(fc *fasthttp.RequestCtx) int {
 		code, msg := s.backendErrorStatus(err)
 		return writeFastError(fc, code, msg)
 	}
-	status := res.Status
-	if status == 0 {
-		status = 200
-	}
+	status, ct := resultHead(res)
 	for k, vs := range res.Header {
 		for _, v := range vs {
 			fc.Response.Header.Add(k, v)
 		}
-	}
-	ct := res.ContentType
-	if ct == "" {
-		ct = "application/json"
 	}
 	fc.SetContentType(ct)
 	fc.SetStatusCode(status)
@@ -88,7 +81,7 @@ func writeFastError(fc *fasthttp.RequestCtx, code int, msg string) int {
 		return code // nobody to answer
 	}
 	if code == 503 {
-		fc.Response.Header.Set("Retry-After", "1")
+		fc.Response.Header.Set("Retry-After", retryAfter)
 	}
 	b, _ := json.Marshal(errorBody{StatusCode: code, Message: msg})
 	fc.SetContentType("application/json")
@@ -104,7 +97,7 @@ func (s *Server) requestError(fc *fasthttp.RequestCtx, err error) {
 	code, msg := 400, "malformed HTTP request: "+err.Error()
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		code, msg = 413, fmt.Sprintf("request body is over the %d-byte limit", s.cfg.MaxBodyBytes)
+		code, msg = 413, s.tooLarge()
 	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
 		code, msg = 431, "request line and headers are over 16 KiB"
 	case errors.As(err, &ne) && ne.Timeout():

@@ -48,9 +48,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	if code == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	writeJSON(w, code, errorBody{StatusCode: code, Message: msg})
+}
+
+// retryAfter is the Retry-After of every 503: the replica is busy or loading, try again in a second.
+const retryAfter = "1"
+
+// resultHead is the status and content type a backend's result is sent with.
+func resultHead(res *backend.Result) (status int, contentType string) {
+	status, contentType = res.Status, res.ContentType
+	if status == 0 {
+		status = 200
+	}
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	return status, contentType
+}
+
+// tooLarge is the 413 message.
+func (s *Server) tooLarge() string {
+	return fmt.Sprintf("request body is over the %d-byte limit", s.cfg.MaxBodyBytes)
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -96,7 +116,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (body *bytes.Buff
 	body, err := s.readBody(r)
 	if err != nil {
 		if errors.Is(err, errBodyTooLarge) {
-			writeError(w, 413, fmt.Sprintf("request body is over the %d-byte limit", s.cfg.MaxBodyBytes))
+			writeError(w, 413, s.tooLarge())
 			return nil, nil, nil, 413
 		}
 		writeError(w, 400, err.Error())
@@ -141,14 +161,7 @@ func (s *Server) score(w http.ResponseWriter, r *http.Request) int {
 	if err != nil {
 		return s.writeBackendError(w, err)
 	}
-	status := res.Status
-	if status == 0 {
-		status = 200
-	}
-	ct := res.ContentType
-	if ct == "" {
-		ct = "application/json"
-	}
+	status, ct := resultHead(res)
 	h := w.Header()
 	for k, v := range res.Header {
 		h[k] = v
