@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,16 +21,20 @@ type loadResult struct {
 	Codes    map[int]int
 	Elapsed  time.Duration
 	lat      []time.Duration
+	// From the answers that carried mlship's Server-Timing "run;dur=" (each sorted): the time run()
+	// took in the worker, and the request's latency minus it (what serving added around run()).
+	run, aroundRun []time.Duration
 }
 
 func (r loadResult) RPS() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
 
-func (r loadResult) Percentile(p float64) time.Duration {
-	if len(r.lat) == 0 {
+func (r loadResult) Percentile(p float64) time.Duration { return percentile(r.lat, p) }
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(float64(len(r.lat)-1) * p)
-	return r.lat[i]
+	return sorted[int(float64(len(sorted)-1)*p)]
 }
 
 // load sends total POSTs with conc concurrent keep-alive connections, reconnecting when the server
@@ -57,11 +61,12 @@ func load(addr, path string, body []byte, conc, total int) loadResult {
 			var conn net.Conn
 			var br *bufio.Reader
 			lat := make([]time.Duration, 0, total/conc+1)
+			var runs, around []time.Duration
 			codes := map[int]int{}
 			errs := 0
 			for next.Add(1) <= int64(total) {
 				t := time.Now()
-				code, keep, err := roundTrip(&conn, &br, addr, req)
+				code, keep, ran, err := roundTrip(&conn, &br, addr, req)
 				if err != nil {
 					errs++
 					if conn != nil {
@@ -70,7 +75,11 @@ func load(addr, path string, body []byte, conc, total int) loadResult {
 					}
 					continue
 				}
-				lat = append(lat, time.Since(t))
+				took := time.Since(t)
+				lat = append(lat, took)
+				if ran > 0 {
+					runs, around = append(runs, ran), append(around, took-ran)
+				}
 				codes[code]++
 				if !keep {
 					conn.Close()
@@ -82,6 +91,7 @@ func load(addr, path string, body []byte, conc, total int) loadResult {
 			}
 			mu.Lock()
 			res.lat = append(res.lat, lat...)
+			res.run, res.aroundRun = append(res.run, runs...), append(res.aroundRun, around...)
 			for k, v := range codes {
 				res.Codes[k] += v
 			}
@@ -92,39 +102,43 @@ func load(addr, path string, body []byte, conc, total int) loadResult {
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.Requests = len(res.lat)
-	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
+	for _, d := range [][]time.Duration{res.lat, res.run, res.aroundRun} {
+		slices.Sort(d)
+	}
 	return res
 }
 
-func roundTrip(conn *net.Conn, br **bufio.Reader, addr string, req []byte) (code int, keep bool, err error) {
+// roundTrip sends one request and reads its answer; ran is the run() time the answer's
+// Server-Timing header gives, 0 if none.
+func roundTrip(conn *net.Conn, br **bufio.Reader, addr string, req []byte) (code int, keep bool, ran time.Duration, err error) {
 	if *conn == nil {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			return 0, false, err
+			return 0, false, 0, err
 		}
 		*conn = rawconn.Wrap(c)
 		*br = bufio.NewReaderSize(*conn, 16<<10)
 	}
 	if _, err := (*conn).Write(req); err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	line, err := (*br).ReadSlice('\n')
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	if len(line) < 12 {
-		return 0, false, fmt.Errorf("bad status line %q", line)
+		return 0, false, 0, fmt.Errorf("bad status line %q", line)
 	}
 	code, err = strconv.Atoi(string(line[9:12]))
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	keep = true
 	length := -1
 	for {
 		h, err := (*br).ReadSlice('\n')
 		if err != nil {
-			return 0, false, err
+			return 0, false, 0, err
 		}
 		h = bytes.TrimRight(h, "\r\n")
 		if len(h) == 0 {
@@ -137,15 +151,18 @@ func roundTrip(conn *net.Conn, br **bufio.Reader, addr string, req []byte) (code
 			length, _ = strconv.Atoi(string(v))
 		case bytes.EqualFold(k, []byte("Connection")) && bytes.EqualFold(v, []byte("close")):
 			keep = false
+		case bytes.EqualFold(k, []byte("Server-Timing")) && bytes.HasPrefix(v, []byte("run;dur=")):
+			ms, _ := strconv.ParseFloat(string(v[len("run;dur="):]), 64)
+			ran = time.Duration(ms * 1e6)
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
-			return 0, false, fmt.Errorf("chunked responses are not supported by this load generator")
+			return 0, false, 0, fmt.Errorf("chunked responses are not supported by this load generator")
 		}
 	}
 	if length < 0 {
-		return 0, false, fmt.Errorf("response without Content-Length")
+		return 0, false, 0, fmt.Errorf("response without Content-Length")
 	}
 	if _, err := (*br).Discard(length); err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
-	return code, keep, nil
+	return code, keep, ran, nil
 }

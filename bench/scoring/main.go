@@ -256,7 +256,7 @@ func runScenario(o options, sc scenario) (report, error) {
 			mls = append(mls, m)
 			if bareAddr != "" && c == 1 {
 				b := load(bareAddr, "/score", []byte(sc.body), c, o.n)
-				printRun(sc.name, "bare net/http", c, b)
+				printRun(sc.name, "bare fasthttp", c, b)
 				bares = append(bares, b)
 			}
 		}
@@ -282,8 +282,12 @@ func median(rs []loadResult) loadResult {
 }
 
 func printRun(name, server string, c int, r loadResult) {
-	fmt.Fprintf(os.Stderr, "%-8s %-15s c=%-3d %8.0f req/s  p50 %7.0f µs  p99 %7.0f µs  codes %v errors %d\n",
-		name, server, c, r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors)
+	var ran string
+	if len(r.run) > 0 {
+		ran = fmt.Sprintf("  run() p50 %.0f µs, latency − run() p50 %.0f µs", us(percentile(r.run, .5)), us(percentile(r.aroundRun, .5)))
+	}
+	fmt.Fprintf(os.Stderr, "%-8s %-15s c=%-3d %8.0f req/s  p50 %7.0f µs  p99 %7.0f µs  codes %v errors %d%s\n",
+		name, server, c, r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors, ran)
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

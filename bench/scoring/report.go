@@ -69,6 +69,12 @@ func writeReport(o options, reports []report) error {
 					fmt.Fprintf(&b, "A bare server on the replica's HTTP stack (fasthttp on raw socket calls, one P; reads the body, answers a constant; same client, same rounds) answers in p50 %.0f µs, p99 %.0f µs: "+
 						"the loopback HTTP round trip any server pays here. mlship's overhead beyond it and `run()` (served p50 − bare p50 − in-process p50): **%.0f µs**.\n",
 						bp, us(r.bare.Percentile(.99)), p50c1-bp-r.inproc.P50us)
+					if m := r.rows[0].mlship; len(m.run) > 0 {
+						around := us(percentile(m.aroundRun, .5))
+						fmt.Fprintf(&b, "Timed per request instead, from the replica's `Server-Timing: run;dur=` header (run() timed in the worker, %d of %d answers): served, `run()` takes p50 %.1f µs, against %.1f µs in the in-process loop. "+
+							"Served latency minus that request's own `run()`: p50 %.0f µs; minus the bare server's p50, mlship's per-request overhead around the `run()` it serves: **%.0f µs**.\n",
+							len(m.run), m.Requests, us(percentile(m.run, .5)), r.inproc.P50us, around, around-bp)
+					}
 				}
 			}
 			best := 0.0

@@ -70,6 +70,10 @@ func (s *Server) scoreFast(fc *fasthttp.RequestCtx) int {
 			fc.Response.Header.Add(k, v)
 		}
 	}
+	var timing [32]byte
+	if t := s.runTiming(timing[:0], res); len(t) > 0 {
+		fc.Response.Header.AddBytesV("Server-Timing", t)
+	}
 	fc.SetContentType(ct)
 	fc.SetStatusCode(status)
 	fc.SetBody(res.Body)

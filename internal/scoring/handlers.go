@@ -68,6 +68,17 @@ func resultHead(res *backend.Result) (status int, contentType string) {
 	return status, contentType
 }
 
+// runTiming records how long the model's own code took and appends the Server-Timing value for it
+// ("run;dur=" in milliseconds) to dst; it appends nothing when the backend did not say.
+func (s *Server) runTiming(dst []byte, res *backend.Result) []byte {
+	if res.RunTime <= 0 {
+		return dst
+	}
+	s.metrics.run.observe(res.RunTime)
+	dst = append(dst, "run;dur="...)
+	return strconv.AppendFloat(dst, float64(res.RunTime)/1e6, 'f', 3, 64)
+}
+
 // tooLarge is the 413 message.
 func (s *Server) tooLarge() string {
 	return fmt.Sprintf("request body is over the %d-byte limit", s.cfg.MaxBodyBytes)
@@ -165,6 +176,10 @@ func (s *Server) score(w http.ResponseWriter, r *http.Request) int {
 	h := w.Header()
 	for k, v := range res.Header {
 		h[k] = v
+	}
+	var timing [32]byte
+	if t := s.runTiming(timing[:0], res); len(t) > 0 {
+		h.Add("Server-Timing", string(t))
 	}
 	h.Set("Content-Type", ct)
 	h.Set("Content-Length", strconv.Itoa(len(res.Body)))

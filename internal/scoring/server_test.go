@@ -491,6 +491,9 @@ func TestONNXOverHTTP(t *testing.T) {
 	if a.code != 200 || !strings.HasPrefix(a.body, `{"probabilities":[[`) {
 		t.Fatalf("/score = %d %s", a.code, a.body)
 	}
+	if d := runDur(t, a); d <= 0 || d > time.Second {
+		t.Fatalf("the ONNX session took %v by Server-Timing", d)
+	}
 	a = do(t, "POST", r.url+"/score", `{"data": [[5.1, 3.5, 1.4]]}`)
 	if a.code != 400 || !strings.Contains(a.body, "expected shape [-1, 4], got [1, 3]") {
 		t.Fatalf("wrong shape = %d %s", a.code, a.body)
@@ -537,6 +540,57 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q:\n%s", want, m)
 		}
+	}
+}
+
+// runDur reads the run time an answer reports in its Server-Timing header.
+func runDur(t *testing.T, a answer) time.Duration {
+	t.Helper()
+	m := regexp.MustCompile(`^run;dur=([0-9]+\.[0-9]{3})$`).FindStringSubmatch(a.header.Get("Server-Timing"))
+	if m == nil {
+		t.Fatalf("Server-Timing = %q, want run;dur=<milliseconds> (answer %d %s)", a.header.Values("Server-Timing"), a.code, a.body)
+	}
+	d, err := time.ParseDuration(m[1] + "ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A /score answer says how long run() took, on the fast path and through net/http (@rawhttp), and
+// /metrics keeps a histogram of it; answers the model did not give carry no timing.
+func TestServerTimingReportsRunTime(t *testing.T) {
+	t.Parallel()
+	r := faultsReplica(t, Config{ScoringTimeout: 2 * time.Second})
+	start := time.Now()
+	a := do(t, "POST", r.url+"/score", `{"sleep": 0.2}`)
+	took := time.Since(start)
+	if d := runDur(t, a); a.code != 200 || d < 200*time.Millisecond || d > took {
+		t.Fatalf("sleeping 200 ms: %d, run took %v by Server-Timing, %v at the client", a.code, d, took)
+	}
+	if d := runDur(t, do(t, "POST", r.url+"/score", `{}`)); d <= 0 || d >= 25*time.Millisecond {
+		t.Fatalf("an empty run() took %v by Server-Timing", d)
+	}
+	for _, body := range []string{`{"raise": "x"}`, `{"sleep": 5}`, `{"data"`} {
+		if a := do(t, "POST", r.url+"/score", body); a.code == 200 || a.header.Get("Server-Timing") != "" {
+			t.Fatalf("%s = %d with Server-Timing %q", body, a.code, a.header.Get("Server-Timing"))
+		}
+	}
+	m := do(t, "GET", r.url+"/metrics", "").body
+	for _, want := range []string{
+		`mlship_scoring_run_duration_seconds_bucket{le="0.025"} 1`,
+		`mlship_scoring_run_duration_seconds_bucket{le="0.1"} 1`,
+		`mlship_scoring_run_duration_seconds_bucket{le="0.25"} 2`,
+		`mlship_scoring_run_duration_seconds_count 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
+		}
+	}
+
+	raw := startReplica(t, Config{ModelDir: t.TempDir(), EntryScript: "rawresp.py", SourceDir: filepath.Join("python", "testdata")})
+	if a := do(t, "POST", raw.url+"/score", "abc"); a.code != 201 || runDur(t, a) <= 0 {
+		t.Fatalf("@rawhttp POST = %d %s", a.code, a.body)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/mlship/mlship/internal/scoring/tensor"
 )
@@ -67,6 +68,9 @@ type Result struct {
 	ContentType string
 	Header      http.Header
 	Body        []byte
+	// RunTime is how long the model's own code took: run() in the worker, or the ONNX session; 0 if
+	// not known. The replica reports it in the Server-Timing header and a histogram.
+	RunTime time.Duration
 }
 
 // Metadata describes the served model for /swagger.json and OIP v2 model metadata.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -34,7 +35,9 @@ func (b *Backend) Score(ctx context.Context, req *backend.Request) (*backend.Res
 			return nil, err
 		}
 	}
+	start := time.Now()
 	outputs, err := b.run(ctx, inputs)
+	took := time.Since(start)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +56,7 @@ func (b *Backend) Score(ctx context.Context, req *backend.Request) (*backend.Res
 		}
 	}
 	body = append(body, '}')
-	return &backend.Result{Body: body}, nil
+	return &backend.Result{Body: body, RunTime: took}, nil
 }
 
 func (b *Backend) scoreInputs(body []byte) ([][]byte, error) {

@@ -613,7 +613,7 @@ func TestPoolRequestsQueuedDuringReplacement(t *testing.T) {
 // The ready frame is read alone: what the worker sends after it belongs to the answer reader.
 func TestReadFrameReadsNothingAfterTheFrame(t *testing.T) {
 	first := appendFrame(nil, kindReady, []byte(`{"pid": 1}`))
-	second := appendFrame(nil, kindJSON, []byte("12345678{}"))
+	second := appendFrame(nil, kindJSON, []byte("12345678runtime!{}"))
 	r := bytes.NewReader(append(first, second...))
 	kind, payload, err := readFrame(r)
 	if err != nil || kind != kindReady || string(payload) != `{"pid": 1}` {

@@ -24,6 +24,10 @@ const (
 	fdBit byte = 0x80
 )
 
+// answerHead is what every answer's payload starts with: the request id and the nanoseconds run()
+// took (0 if it did not run), 8 bytes each, big-endian.
+const answerHead = 16
+
 // maxFrame bounds what a worker may send back, so a broken worker cannot make the replica allocate without limit.
 const maxFrame = 1 << 30
 

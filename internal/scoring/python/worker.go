@@ -206,7 +206,7 @@ func (w *worker) parse() (id uint64, o outcome, n int) {
 		return 0, o, 0
 	}
 	size := binary.BigEndian.Uint32(w.buf)
-	if size > maxFrame || size < 8 {
+	if size > maxFrame || size < answerHead {
 		return 0, outcome{err: fmt.Errorf("worker %d: malformed %d-byte answer", w.id, size), fatal: true}, 5
 	}
 	if len(w.buf) < 5+int(size) {
@@ -219,12 +219,15 @@ func (w *worker) parse() (id uint64, o outcome, n int) {
 	}
 	kind := w.buf[4]
 	id = binary.BigEndian.Uint64(w.buf[5:])
-	payload := slices.Clone(w.buf[13 : 5+size]) // results outlive the buffer
+	took := time.Duration(binary.BigEndian.Uint64(w.buf[13:]))
+	payload := slices.Clone(w.buf[5+answerHead : 5+size]) // results outlive the buffer
 	switch kind {
 	case kindJSON:
-		o.res = &backend.Result{Body: payload}
+		o.res = &backend.Result{Body: payload, RunTime: took}
 	case kindRaw:
-		o.res, o.err = decodeRaw(payload)
+		if o.res, o.err = decodeRaw(payload); o.res != nil {
+			o.res.RunTime = took
+		}
 	case kindRaised:
 		var pe pyError
 		if err := json.Unmarshal(payload, &pe); err != nil {

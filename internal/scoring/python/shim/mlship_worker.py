@@ -7,7 +7,8 @@ while another is free. A message is 8-byte id, 8-byte deadline (CLOCK_MONOTONIC 
 Before running a request the worker records its id in its 8-byte slot of the memory fd 5 maps,
 so the replica knows which request a worker that crashes or overruns its timeout was running; the
 8 bytes after the slot are the worker's state word (see _Queue). Answers go back over fd 3 (this worker's own socketpair with the replica) as frames: 4-byte
-big-endian payload length, 1 byte kind, payload; the payload of an answer starts with the id.
+big-endian payload length, 1 byte kind, payload; the payload of an answer starts with the id and
+the 8-byte time run() took in nanoseconds (0 when it did not run).
 print() in user code goes to stdout, which the replica logs, and cannot corrupt the protocol.
 """
 import gc
@@ -41,7 +42,7 @@ K_BAD_INPUT = 0x42  # 'B' input did not match the schema; payload message
 K_EXPIRED = 0x54  # 'T' the request's deadline had passed when the worker took it: not run
 
 _MSG = struct.Struct(">QQB")  # id, deadline, kind
-_ID = struct.Struct(">Q")
+_ANS = struct.Struct(">QQ")  # every answer starts with the request id and run()'s time in nanoseconds
 _INLINE_MAX = 16 << 10  # inlineMax in pool.go: the replica passes larger payloads as a memfd
 
 
@@ -285,14 +286,14 @@ class _Request:
         return self.get_json(silent=True)
 
 
-def _answer(sock, rid, out):
+def _answer(sock, head, out):
     aml = sys.modules.get("azureml.contrib.services.aml_response")
     if aml is not None and isinstance(out, aml.AMLResponse):
         body, meta = out._mlship_encode()
         m = json.dumps(meta).encode()
-        _send(sock, K_RAW, rid + struct.pack(">I", len(m)) + m + body)
+        _send(sock, K_RAW, head + struct.pack(">I", len(m)) + m + body)
         return
-    _send(sock, K_JSON, rid + _ENCODER.encode(out).encode())
+    _send(sock, K_JSON, head + _ENCODER.encode(out).encode())
 
 
 def main():
@@ -339,7 +340,7 @@ def main():
     gc.freeze()
     _send(sock, K_READY, json.dumps(info).encode())
 
-    monotonic_ns = time.monotonic_ns
+    monotonic_ns, perf_ns = time.monotonic_ns, time.perf_counter_ns
     while True:
         msg = queue.take()
         if msg is None:
@@ -348,28 +349,32 @@ def main():
         slots[slot] = rid  # before anything else: the replica reads it if this worker dies
         queue.poll = bool(kind & K_POLL)
         kind &= ~(K_POLL | K_FD)
-        rid = _ID.pack(rid)
         if deadline and monotonic_ns() >= deadline:
-            _send(sock, K_EXPIRED, rid)  # its caller has been answered 504; do not run it
+            _send(sock, K_EXPIRED, _ANS.pack(rid, 0))  # its caller has been answered 504; do not run it
             continue
+        t0 = perf_ns()
         try:
             if kind == K_HTTP:
                 (mlen,) = struct.unpack(">I", payload[:4])
                 meta = json.loads(payload[4:4 + mlen])
-                out = run(_Request(meta, payload[4 + mlen:]))
+                req = _Request(meta, payload[4 + mlen:])
+                t0 = perf_ns()
+                out = run(req)
             else:
                 try:
                     body = payload.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise BadInput("request body is not UTF-8: %s" % e)
+                t0 = perf_ns()
                 out = schema.call(body) if schema is not None else run(body)
-            _answer(sock, rid, out)
+            _answer(sock, _ANS.pack(rid, perf_ns() - t0), out)
         except BadInput as e:
-            _send(sock, K_BAD_INPUT, rid + str(e).encode())
+            _send(sock, K_BAD_INPUT, _ANS.pack(rid, perf_ns() - t0) + str(e).encode())
         except Exception as e:
+            took = perf_ns() - t0
             sys.stderr.write(traceback.format_exc())
             sys.stderr.flush()
-            _send(sock, K_RAISED, rid + _error(e))
+            _send(sock, K_RAISED, _ANS.pack(rid, took) + _error(e))
 
 if __name__ == "__main__":
     main()
