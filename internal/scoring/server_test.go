@@ -571,6 +571,11 @@ func TestServerTimingReportsRunTime(t *testing.T) {
 	if d := runDur(t, do(t, "POST", r.url+"/score", `{}`)); d <= 0 || d >= 25*time.Millisecond {
 		t.Fatalf("an empty run() took %v by Server-Timing", d)
 	}
+	// An AMLResponse's own Server-Timing is kept; mlship's comes after it.
+	a = do(t, "POST", r.url+"/score", `{"aml": "x", "headers": {"Server-Timing": "db;dur=1.5"}}`)
+	if v := a.header.Values("Server-Timing"); a.code != 418 || len(v) != 2 || v[0] != "db;dur=1.5" || !strings.HasPrefix(v[1], "run;dur=") {
+		t.Fatalf("AMLResponse with its own Server-Timing: %d, Server-Timing %q", a.code, v)
+	}
 	for _, body := range []string{`{"raise": "x"}`, `{"sleep": 5}`, `{"data"`} {
 		if a := do(t, "POST", r.url+"/score", body); a.code == 200 || a.header.Get("Server-Timing") != "" {
 			t.Fatalf("%s = %d with Server-Timing %q", body, a.code, a.header.Get("Server-Timing"))
@@ -578,10 +583,10 @@ func TestServerTimingReportsRunTime(t *testing.T) {
 	}
 	m := do(t, "GET", r.url+"/metrics", "").body
 	for _, want := range []string{
-		`mlship_scoring_run_duration_seconds_bucket{le="0.025"} 1`,
-		`mlship_scoring_run_duration_seconds_bucket{le="0.1"} 1`,
-		`mlship_scoring_run_duration_seconds_bucket{le="0.25"} 2`,
-		`mlship_scoring_run_duration_seconds_count 2`,
+		`mlship_scoring_run_duration_seconds_bucket{le="0.025"} 2`,
+		`mlship_scoring_run_duration_seconds_bucket{le="0.1"} 2`,
+		`mlship_scoring_run_duration_seconds_bucket{le="0.25"} 3`,
+		`mlship_scoring_run_duration_seconds_count 3`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q:\n%s", want, m)

@@ -44,7 +44,9 @@ def run(raw_data):
         return object()
     if "aml" in req:
         from azureml.contrib.services.aml_response import AMLResponse
-        return AMLResponse({"because": req["aml"]}, 418, {"X-Why": "asked", "X-Count": 5}, json_str=True)
+        headers = {"X-Why": "asked", "X-Count": 5}
+        headers.update(req.get("headers", {}))
+        return AMLResponse({"because": req["aml"]}, 418, headers, json_str=True)
     if "convert" in req:
         return {"set": {3}, "bytes": b"hi", "tuple": (1, 2)}
     return {"echo": req.get("echo"), "pid": os.getpid(), "calls": calls, "model": model, "path0": sys.path[0]}
