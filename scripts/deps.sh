@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-numpy python3-venv python3-pip python3-sklearn python3-pandas python3-flask gunicorn python3-onnx curl
+  python3 python3-numpy python3-venv python3-pip python3-sklearn python3-pandas python3-flask gunicorn python3-onnx curl postgresql
 )
 
 missing=()

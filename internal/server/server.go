@@ -24,6 +24,7 @@ import (
 	"github.com/mlship/mlship/internal/registry/blob"
 	"github.com/mlship/mlship/internal/router"
 	"github.com/mlship/mlship/internal/store"
+	"github.com/mlship/mlship/internal/store/postgres"
 	"github.com/mlship/mlship/internal/store/sqlite"
 )
 
@@ -32,7 +33,10 @@ const DefaultMaxUploadBytes int64 = 2 << 30
 
 // Options configure a control plane.
 type Options struct {
-	DataDir        string // database and artifacts live here
+	DataDir string // database and artifacts live here
+	// DatabaseURL, if set, keeps the state in this PostgreSQL database (postgres://...) instead of
+	// SQLite in DataDir; artifacts stay in DataDir.
+	DatabaseURL    string
 	Addr           string // listen address, 127.0.0.1:7878 by default
 	ScoringAddr    string // the router's listen address, 127.0.0.1:7879 by default
 	MaxUploadBytes int64
@@ -98,7 +102,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(opts.DataDir, "mlship.db"))
+	st, err := openStore(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -403,4 +407,15 @@ func formatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// openStore opens the PostgreSQL database if one is named, else SQLite in the data dir.
+func openStore(ctx context.Context, opts Options) (store.Store, error) {
+	if opts.DatabaseURL == "" {
+		return sqlite.Open(ctx, filepath.Join(opts.DataDir, "mlship.db"))
+	}
+	if !postgres.IsURL(opts.DatabaseURL) {
+		return nil, errdefs.Invalid("database URL must start with postgres:// or postgresql:// (leave it empty for SQLite in the data dir)")
+	}
+	return postgres.Open(ctx, opts.DatabaseURL)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/mlship/mlship/internal/archive"
 	"github.com/mlship/mlship/internal/errdefs"
 	"github.com/mlship/mlship/internal/server"
+	"github.com/mlship/mlship/internal/store/postgres/pgtest"
 )
 
 type env struct {
@@ -39,17 +40,24 @@ type env struct {
 	maxBody int64
 }
 
+var pg *pgtest.Server // PostgreSQL for the tests that use it
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+
 func start(t *testing.T, dir string, maxBody int64) *env {
 	t.Helper()
-	s, err := server.New(context.Background(), server.Options{
-		DataDir: dir, MaxUploadBytes: maxBody,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return startWith(t, server.Options{DataDir: dir, MaxUploadBytes: maxBody})
+}
+
+func startWith(t *testing.T, opts server.Options) *env {
+	t.Helper()
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := server.New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(s.Handler())
-	e := &env{t: t, dir: dir, srv: s, hs: hs, token: s.AdminToken, maxBody: maxBody}
+	e := &env{t: t, dir: opts.DataDir, srv: s, hs: hs, token: s.AdminToken, maxBody: opts.MaxUploadBytes}
 	e.client = api.NewClient(hs.URL, e.token, nil)
 	t.Cleanup(e.stop)
 	return e
@@ -432,18 +440,24 @@ func TestInterruptedUploadStoresNothing(t *testing.T) {
 
 func TestConcurrentRegistrationsGetConsecutiveVersions(t *testing.T) {
 	e := newEnv(t)
-	const n = 12
+	registerConcurrently(t, []string{e.hs.URL}, e.token, "race", 12)
+}
+
+// registerConcurrently registers n versions of one name at once, spread over the servers at urls,
+// each through a client of its own (as separate CLIs would be), and checks they got 1..n once each.
+func registerConcurrently(t *testing.T, urls []string, token, name string, n int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	versions := make([]int, n)
 	errs := make([]error, n)
 	for i := range n {
 		root := writeTree(t, map[string]string{"w.bin": fmt.Sprint("weights ", i)})
+		c := api.NewClient(urls[i%len(urls)], token, &http.Client{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := api.NewClient(e.hs.URL, e.token, &http.Client{}) // a client of its own, as separate CLIs would be
 			plan, _ := archive.NewPlan(root)
-			m, err := c.RegisterModel(context.Background(), "default", api.ModelSpec{Name: "race"}, plan, nil)
+			m, err := c.RegisterModel(context.Background(), "default", api.ModelSpec{Name: name}, plan, nil)
 			versions[i], errs[i] = m.Version, err
 		}()
 	}
@@ -488,6 +502,46 @@ func TestDataSurviveRestart(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dst, "model", "model.onnx")); string(b) != "onnx bytes" {
 		t.Fatalf("downloaded after restart: %q", b)
+	}
+}
+
+// Two control planes on one PostgreSQL database and one shared artifact folder: the admin token is
+// minted once, registrations through either get consecutive versions, no SQLite file is made, and
+// all of it is there after a restart.
+func TestPostgresStateSharedByTwoServers(t *testing.T) {
+	opts := server.Options{DataDir: t.TempDir(), DatabaseURL: pgtest.Require(t, pg).NewDatabase(t)}
+	a, b := startWith(t, opts), startWith(t, opts)
+	if a.token == "" || b.token != "" {
+		t.Fatalf("admin tokens minted: first server %t, second %t; want only the first", a.token != "", b.token != "")
+	}
+	const n = 10
+	registerConcurrently(t, []string{a.hs.URL, b.hs.URL}, a.token, "shared", n)
+	a.stop()
+	b.stop()
+	if _, err := os.Stat(filepath.Join(opts.DataDir, "mlship.db")); !os.IsNotExist(err) {
+		t.Fatalf("a SQLite database was made beside PostgreSQL: %v", err)
+	}
+	c := startWith(t, opts)
+	if c.token != "" {
+		t.Fatal("a restart minted a second admin token")
+	}
+	got, err := api.NewClient(c.hs.URL, a.token, nil).ListModels(context.Background(), "default", api.ModelListOptions{Name: "shared"})
+	if err != nil || len(got) != n {
+		t.Fatalf("after restart: %d models, %v", len(got), err)
+	}
+}
+
+// A database URL that is not PostgreSQL's, or a server that is not there, stops the start with a
+// message that names what is wrong and does not repeat the password.
+func TestBadDatabaseURL(t *testing.T) {
+	for url, want := range map[string]string{
+		"mysql://u:pw@127.0.0.1/db":                                "must start with postgres://",
+		"postgres://u:s3cret@127.0.0.1:1/mlship?connect_timeout=2": `cannot reach PostgreSQL database "mlship" at 127.0.0.1:1`,
+	} {
+		_, err := server.New(context.Background(), server.Options{DataDir: t.TempDir(), DatabaseURL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), ":pw@") {
+			t.Errorf("%s: %v, want an error containing %q without the password", url, err, want)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 type Options struct {
 	IO             *cmdutil.IOStreams
 	DataDir        string
+	DatabaseURL    string
 	Addr           string
 	ScoringAddr    string
 	MaxUploadBytes int64
@@ -38,7 +39,8 @@ func NewCmdServer(f *cmdutil.Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the mlship control plane (REST API, registry) on this machine",
-		Long: `Run the mlship control plane on its embedded defaults: SQLite and a local artifact store under --data-dir.
+		Long: `Run the mlship control plane on its embedded defaults: SQLite and a local artifact store under --data-dir
+(or the state in PostgreSQL with --database-url).
 On first start it creates an admin token, prints it once, and writes it with the server URL to the CLI config,
 so later 'mlship' commands on this machine just work.`,
 		Args: cobra.NoArgs,
@@ -47,6 +49,7 @@ so later 'mlship' commands on this machine just work.`,
 		},
 	}
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", defaultDataDir(), "folder for the database and model artifacts (env MLSHIP_DATA_DIR)")
+	cmd.Flags().StringVar(&opts.DatabaseURL, "database-url", os.Getenv("MLSHIP_DATABASE_URL"), "keep the control plane's state in this PostgreSQL database, postgres://user:password@host:port/db?sslmode=..., instead of SQLite in --data-dir (env MLSHIP_DATABASE_URL, which keeps the password out of ps)")
 	cmd.Flags().StringVar(&opts.Addr, "addr", "127.0.0.1:7878", "control-plane listen address")
 	cmd.Flags().StringVar(&opts.ScoringAddr, "scoring-addr", "127.0.0.1:7879", "scoring router listen address (scoring URIs point here)")
 	cmd.Flags().Int64Var(&opts.MaxUploadBytes, "max-upload-bytes", cp.DefaultMaxUploadBytes, "largest model upload accepted, in bytes")
@@ -85,7 +88,7 @@ func serverRun(ctx context.Context, opts *Options) error {
 	if opts.MetricsRetention < time.Minute {
 		return cmdutil.FlagErrorf("--metrics-retention must be at least 1m (one bucket)")
 	}
-	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, MetricsRetention: opts.MetricsRetention, ImageBinary: opts.ImageBinary, Logger: slog.New(h)})
+	s, err := cp.New(ctx, cp.Options{DataDir: opts.DataDir, DatabaseURL: opts.DatabaseURL, Addr: opts.Addr, ScoringAddr: opts.ScoringAddr, MaxUploadBytes: opts.MaxUploadBytes, MetricsRetention: opts.MetricsRetention, ImageBinary: opts.ImageBinary, Logger: slog.New(h)})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -31,15 +31,15 @@ func scanCompute(r scanner) (store.Compute, error) {
 
 // CreateCompute implements store.Store.
 func (s *Store) CreateCompute(ctx context.Context, c store.Compute) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE name = ?`, c.Workspace).Scan(&n); err != nil {
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM workspaces WHERE name = ?`, c.Workspace).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
 			return errdefs.NotFound("workspace %q not found", c.Workspace)
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM computes WHERE workspace = ? AND name = ?`, c.Workspace, c.Name).Scan(&n); err != nil {
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM computes WHERE workspace = ? AND name = ?`, c.Workspace, c.Name).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
@@ -47,7 +47,7 @@ func (s *Store) CreateCompute(ctx context.Context, c store.Compute) error {
 		}
 		if c.Server != "" {
 			var ws, name string
-			err := tx.QueryRowContext(ctx, `SELECT workspace, name FROM computes WHERE server = ? AND namespace = ?`, c.Server, c.Namespace).Scan(&ws, &name)
+			err := tx.queryRow(ctx, `SELECT workspace, name FROM computes WHERE server = ? AND namespace = ?`, c.Server, c.Namespace).Scan(&ws, &name)
 			if err == nil {
 				return errdefs.Conflict("namespace %q of cluster %s is already attached as compute target %q (workspace %q); detach it first or use another namespace",
 					c.Namespace, c.Server, name, ws)
@@ -64,10 +64,10 @@ func (s *Store) CreateCompute(ctx context.Context, c store.Compute) error {
 			}
 			selector = string(b)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO computes (`+computeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.exec(ctx, `INSERT INTO computes (`+computeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			c.Workspace, c.Name, c.ComputeType, c.ProvisioningState, c.ClusterPurpose, c.VCPUs, c.Server, c.Namespace, c.Context,
 			c.Kubeconfig, c.ResourceID, c.Registry, c.InsecureRegistry, c.PythonImage, c.ONNXImage, selector, fmtTime(c.CreatedTime))
-		if isUnique(err) {
+		if s.d.IsUnique(err) {
 			return errdefs.Conflict("compute target %q conflicts with an existing one", c.Name)
 		}
 		return err
@@ -76,7 +76,7 @@ func (s *Store) CreateCompute(ctx context.Context, c store.Compute) error {
 
 // GetCompute implements store.Store.
 func (s *Store) GetCompute(ctx context.Context, workspace, name string) (store.Compute, error) {
-	c, err := scanCompute(s.db.QueryRowContext(ctx, `SELECT `+computeCols+` FROM computes WHERE workspace = ? AND name = ?`, workspace, name))
+	c, err := scanCompute(s.queryRow(ctx, `SELECT `+computeCols+` FROM computes WHERE workspace = ? AND name = ?`, workspace, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, errdefs.NotFound("compute target %q not found in workspace %q", name, workspace)
 	}
@@ -85,7 +85,7 @@ func (s *Store) GetCompute(ctx context.Context, workspace, name string) (store.C
 
 // ListComputes implements store.Store.
 func (s *Store) ListComputes(ctx context.Context, workspace string) ([]store.Compute, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+computeCols+` FROM computes WHERE workspace = ? ORDER BY name`, workspace)
+	rows, err := s.query(ctx, `SELECT `+computeCols+` FROM computes WHERE workspace = ? ORDER BY name`, workspace)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (s *Store) ListComputes(ctx context.Context, workspace string) ([]store.Com
 
 // DeleteCompute implements store.Store.
 func (s *Store) DeleteCompute(ctx context.Context, workspace, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM computes WHERE workspace = ? AND name = ?`, workspace, name)
+	res, err := s.exec(ctx, `DELETE FROM computes WHERE workspace = ? AND name = ?`, workspace, name)
 	if err != nil {
 		return err
 	}

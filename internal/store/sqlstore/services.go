@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -56,16 +56,16 @@ func scanService(r scanner) (store.Service, error) {
 
 // CreateService implements store.Store.
 func (s *Store) CreateService(ctx context.Context, svc store.Service) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE name = ?`, svc.Workspace).Scan(&n); err != nil {
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM workspaces WHERE name = ?`, svc.Workspace).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
 			return errdefs.NotFound("workspace %q not found", svc.Workspace)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, serviceArgs(svc)...)
-		if isUnique(err) {
+		_, err := tx.exec(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, serviceArgs(svc)...)
+		if s.d.IsUnique(err) {
 			return errdefs.Conflict("service %q already exists (service names are unique on a server, as scoring URIs hold only the name)", svc.Name)
 		}
 		return err
@@ -74,7 +74,7 @@ func (s *Store) CreateService(ctx context.Context, svc store.Service) error {
 
 // GetService implements store.Store.
 func (s *Store) GetService(ctx context.Context, workspace, name string) (store.Service, error) {
-	svc, err := scanService(s.db.QueryRowContext(ctx, `SELECT `+serviceCols+` FROM services WHERE workspace = ? AND name = ?`, workspace, name))
+	svc, err := scanService(s.queryRow(ctx, `SELECT `+serviceCols+` FROM services WHERE workspace = ? AND name = ?`, workspace, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return svc, errdefs.NotFound("service %q not found in workspace %q", name, workspace)
 	}
@@ -83,7 +83,7 @@ func (s *Store) GetService(ctx context.Context, workspace, name string) (store.S
 
 // ListServices implements store.Store.
 func (s *Store) ListServices(ctx context.Context, workspace string) ([]store.Service, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+serviceCols+` FROM services WHERE ? = '' OR workspace = ? ORDER BY workspace, name`, workspace, workspace)
+	rows, err := s.query(ctx, `SELECT `+serviceCols+` FROM services WHERE ? = '' OR workspace = ? ORDER BY workspace, name`, workspace, workspace)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (s *Store) ListServices(ctx context.Context, workspace string) ([]store.Ser
 // UpdateService implements store.Store.
 func (s *Store) UpdateService(ctx context.Context, svc store.Service) error {
 	args := serviceArgs(svc)
-	res, err := s.db.ExecContext(ctx, `UPDATE services SET compute_type=?, compute_target=?, state=?, error=?, models=?, inference_config=?,
+	res, err := s.exec(ctx, `UPDATE services SET compute_type=?, compute_target=?, state=?, error=?, models=?, inference_config=?,
 		deployment_config=?, source_sha256=?, primary_key=?, secondary_key=?, description=?, tags=?, properties=?, generation=?, replicas=?,
 		created_time=?, updated_time=?, versions=? WHERE workspace = ? AND name = ?`, append(args[2:], svc.Workspace, svc.Name)...)
 	if err != nil {
@@ -116,7 +116,7 @@ func (s *Store) UpdateService(ctx context.Context, svc store.Service) error {
 
 // DeleteService implements store.Store.
 func (s *Store) DeleteService(ctx context.Context, workspace, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM services WHERE workspace = ? AND name = ?`, workspace, name)
+	res, err := s.exec(ctx, `DELETE FROM services WHERE workspace = ? AND name = ?`, workspace, name)
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (s *Store) DeleteService(ctx context.Context, workspace, name string) error
 func (s *Store) ServicesWithDigest(ctx context.Context, sha256 string) (int, error) {
 	var n int
 	// An endpoint's versions keep their sources in the versions JSON.
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM services WHERE source_sha256 = ? OR instr(versions, ?) > 0`, sha256, `"sourceSha256":"`+sha256+`"`).Scan(&n)
+	err := s.queryRow(ctx, `SELECT COUNT(*) FROM services WHERE source_sha256 = ? OR `+s.d.Instr+`(versions, ?) > 0`, sha256, `"sourceSha256":"`+sha256+`"`).Scan(&n)
 	return n, err
 }
 
@@ -146,9 +146,9 @@ func scanOp(r scanner) (store.Operation, error) {
 
 // CreateOperation implements store.Store.
 func (s *Store) CreateOperation(ctx context.Context, op store.Operation) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO operations (`+opCols+`) VALUES (?,?,?,?,?,?,?,?)`,
+	_, err := s.exec(ctx, `INSERT INTO operations (`+opCols+`) VALUES (?,?,?,?,?,?,?,?)`,
 		op.ID, op.Workspace, op.Kind, op.Target, op.State, op.Error, fmtTime(op.CreatedTime), fmtTime(op.UpdatedTime))
-	if isUnique(err) {
+	if s.d.IsUnique(err) {
 		return errdefs.Conflict("operation %q already exists", op.ID)
 	}
 	return err
@@ -156,7 +156,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.Operation) error {
 
 // GetOperation implements store.Store.
 func (s *Store) GetOperation(ctx context.Context, id string) (store.Operation, error) {
-	op, err := scanOp(s.db.QueryRowContext(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id))
+	op, err := scanOp(s.queryRow(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, errdefs.NotFound("operation %q not found", id)
 	}
@@ -165,7 +165,7 @@ func (s *Store) GetOperation(ctx context.Context, id string) (store.Operation, e
 
 // UpdateOperation implements store.Store.
 func (s *Store) UpdateOperation(ctx context.Context, op store.Operation) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE operations SET state = ?, error = ?, updated_time = ? WHERE id = ?`,
+	res, err := s.exec(ctx, `UPDATE operations SET state = ?, error = ?, updated_time = ? WHERE id = ?`,
 		op.State, op.Error, fmtTime(op.UpdatedTime), op.ID)
 	if err != nil {
 		return err
@@ -178,7 +178,7 @@ func (s *Store) UpdateOperation(ctx context.Context, op store.Operation) error {
 
 // ListOperations implements store.Store.
 func (s *Store) ListOperations(ctx context.Context, state string) ([]store.Operation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+opCols+` FROM operations WHERE ? = '' OR state = ? ORDER BY created_time`, state, state)
+	rows, err := s.query(ctx, `SELECT `+opCols+` FROM operations WHERE ? = '' OR state = ? ORDER BY created_time`, state, state)
 	if err != nil {
 		return nil, err
 	}
