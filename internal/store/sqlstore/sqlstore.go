@@ -98,10 +98,6 @@ func (t txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil && !s.d.IsUnique(err) {
-		// Two PostgreSQL servers creating the table at once: one gets a unique violation on the catalog.
-		return fmt.Errorf("migrations table: %w", err)
-	}
 	names, err := fs.Glob(s.d.Migrations, "*.sql")
 	if err != nil {
 		return err
@@ -121,6 +117,11 @@ func (s *Store) migrate(ctx context.Context) error {
 				if _, err := t.exec(ctx, s.d.MigrationLock); err != nil {
 					return err
 				}
+			}
+			// Under the lock: PostgreSQL servers creating the table at once would otherwise collide
+			// even with IF NOT EXISTS.
+			if _, err := t.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+				return fmt.Errorf("migrations table: %w", err)
 			}
 			var n int
 			if err := t.queryRow(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, v).Scan(&n); err != nil || n > 0 {
