@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mlship/mlship/api"
+	"github.com/mlship/mlship/internal/store/postgres/pgtest"
 )
 
 // cli runs the mlship binary as a user would, with its own CLI config.
@@ -285,5 +286,51 @@ def run(raw):
 	}
 	if s := shares(c.ok("endpoint", "delete-version", "-n", "cli-ep", "--version-name", "ver1")); len(s) != 1 || s["ver2"] != 100 {
 		t.Fatalf("after delete-version: %v", s)
+	}
+}
+
+// The CLI flow with the control plane's state in PostgreSQL: register, deploy and score; stopped
+// and started again, the server finds the service in the database and serves it with the same keys.
+func TestCLIOnPostgres(t *testing.T) {
+	url := pgtest.Require(t, pg).NewDatabase(t)
+	c := startCLI(t, "--database-url", url)
+	write(t, filepath.Join(c.dir, "outputs", "weights.json"), `{"w": 3}`)
+	write(t, filepath.Join(c.dir, "src", "score.py"), `import json, os
+def init():
+    global w
+    w = json.load(open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weights.json")))["w"]
+def run(raw):
+    return {"y": w * json.loads(raw)["x"]}
+`)
+	ic := write(t, filepath.Join(c.dir, "ic.json"), `{"entryScript": "score.py", "sourceDirectory": "src"}`)
+	c.ok("model", "register", "-n", "pgm", "-p", "outputs/weights.json")
+	c.ok("model", "deploy", "-n", "pg-svc", "-m", "pgm:1", "-ic", ic, "-ct", "local")
+	if got := strings.TrimSpace(c.ok("service", "run", "-n", "pg-svc", "-d", `{"x": 5}`)); got != `{"y": 15}` {
+		t.Fatalf("service run = %q", got)
+	}
+	var before, after api.Keys
+	json.Unmarshal([]byte(c.ok("service", "get-keys", "-n", "pg-svc")), &before)
+	dataDir := c.srvArgs[2] // after "server", "--data-dir"
+	if _, err := os.Stat(filepath.Join(dataDir, "mlship.db")); !os.IsNotExist(err) {
+		t.Fatalf("the server made a SQLite database beside PostgreSQL: %v", err)
+	}
+
+	c.srv.Process.Signal(os.Interrupt)
+	c.srv.Wait()
+	c.restartServer()
+	json.Unmarshal([]byte(c.ok("service", "get-keys", "-n", "pg-svc")), &after)
+	if after.PrimaryKey == "" || after.PrimaryKey != before.PrimaryKey {
+		t.Fatal("the service's keys did not survive the restart")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, out, errOut := c.run("service", "run", "-n", "pg-svc", "-d", `{"x": 2}`)
+		if code == 0 && strings.TrimSpace(out) == `{"y": 6}` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart: exit %d %q %s", code, out, errOut)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

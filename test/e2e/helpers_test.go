@@ -22,9 +22,13 @@ import (
 	"github.com/mlship/mlship/api"
 	"github.com/mlship/mlship/internal/archive"
 	"github.com/mlship/mlship/internal/server"
+	"github.com/mlship/mlship/internal/store/postgres/pgtest"
 )
 
 var binary string
+
+// pg is a PostgreSQL server for the tests of the control plane on PostgreSQL.
+var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mlship-e2e-")
@@ -36,7 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build mlship: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m, &pg)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
