@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -84,8 +85,9 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("unreachable server: %v", err)
 	}
 	if s := srv; s != nil && s.URL != "" {
-		bad := strings.Replace(s.URL, "/postgres?", "/no_such_db?", 1)
-		if _, err := Open(ctx, bad); err == nil || !strings.Contains(err.Error(), "no_such_db") {
+		bad, _ := url.Parse(s.URL)
+		bad.Path = "/no_such_db"
+		if _, err := Open(ctx, bad.String()); err == nil || !strings.Contains(err.Error(), "no_such_db") {
 			t.Errorf("missing database: %v", err)
 		}
 	}

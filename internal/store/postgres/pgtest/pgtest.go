@@ -13,8 +13,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"sort"
+	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -161,7 +161,12 @@ func (s *Server) NewDatabase(t testing.TB) string {
 	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
-	return strings.Replace(s.URL, "/postgres?", "/"+name+"?", 1)
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatalf("test server URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
 }
 
 // Stop stops the server and removes its files.
