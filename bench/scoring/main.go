@@ -117,7 +117,7 @@ func loadOnly(args []string) int {
 	}
 	load(*addr, *path, []byte(*body), *c, 2000)
 	r := load(*addr, *path, []byte(*body), *c, *n)
-	fmt.Printf("c=%d %.0f req/s p50 %.0f µs p99 %.0f µs codes %v errors %d%s\n", *c, r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors, runSummary(r))
+	fmt.Printf("c=%d %s\n", *c, summary(r))
 	return 0
 }
 
@@ -282,17 +282,18 @@ func median(rs []loadResult) loadResult {
 }
 
 func printRun(name, server string, c int, r loadResult) {
-	fmt.Fprintf(os.Stderr, "%-8s %-15s c=%-3d %8.0f req/s  p50 %7.0f µs  p99 %7.0f µs  codes %v errors %d%s\n",
-		name, server, c, r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors, runSummary(r))
+	fmt.Fprintf(os.Stderr, "%-8s %-15s c=%-3d %s\n", name, server, c, summary(r))
 }
 
-// runSummary is what the answers' Server-Timing says, if they had it.
-func runSummary(r loadResult) string {
-	if len(r.run) == 0 {
-		return ""
+// summary is one run's line: throughput, latency, answers and, if the answers carried
+// Server-Timing, what run() took and what serving added around it.
+func summary(r loadResult) string {
+	line := fmt.Sprintf("%8.0f req/s  p50 %7.0f µs  p99 %7.0f µs  codes %v errors %d", r.RPS(), us(r.Percentile(0.5)), us(r.Percentile(0.99)), r.Codes, r.Errors)
+	if len(r.run) > 0 {
+		line += fmt.Sprintf("  run() p50 %.0f p99 %.0f µs, latency − run() p50 %.0f p99 %.0f µs",
+			us(percentile(r.run, .5)), us(percentile(r.run, .99)), us(percentile(r.aroundRun, .5)), us(percentile(r.aroundRun, .99)))
 	}
-	return fmt.Sprintf("  run() p50 %.0f p99 %.0f µs, latency − run() p50 %.0f p99 %.0f µs",
-		us(percentile(r.run, .5)), us(percentile(r.run, .99)), us(percentile(r.aroundRun, .5)), us(percentile(r.aroundRun, .99)))
+	return line
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
